@@ -1,0 +1,300 @@
+"""``kassad …``: the one command line of the product.
+
+  kassad run [--config FILE]                the register daemon (systemd runs this)
+  kassad send COMMAND [--json '{…}'] [k=v]  send a command to a register, print each reply
+  kassad ack-consumer --store S --consumer NAME --db FILE   minimal event consumer
+  kassad schema [--out DIR]                 JSON Schemas of every payload
+  kassad journal verify|export              check or dump a register journal
+  kassad demo                               a broker, a register and a scripted POS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import BrokerConfig, ConfigError, RegisterConfig, load_register_config
+from .journal.store import JournalError
+
+_LOGGER = logging.getLogger("kassad")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _add_broker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="register configuration (TOML); default $KASSAD_CONFIG")
+    p.add_argument("--host", help="broker host (overrides the configuration)")
+    p.add_argument("--port", type=int, help="broker port")
+    p.add_argument("--store", help="store id")
+    p.add_argument("--register", help="register id")
+
+
+def _broker_from_args(args: argparse.Namespace) -> tuple[BrokerConfig, str | None, str | None]:
+    store, register = args.store, args.register
+    broker = BrokerConfig()
+    if args.config or (not (args.host or args.port) and _env_config()):
+        config = load_register_config(args.config)
+        broker = config.broker
+        store, register = store or config.store, register or config.register_id
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    return broker.model_copy(update=updates), store, register
+
+
+def _env_config() -> bool:
+    import os
+
+    return bool(os.environ.get("KASSAD_CONFIG"))
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+async def _run_register(config: RegisterConfig) -> None:
+    from .register.service import RegisterService
+
+    service = RegisterService(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    await service.run()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_register_config(args.config)
+    except ConfigError as e:
+        print(f"kassad: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level or config.logging.level)
+    try:
+        asyncio.run(_run_register(config))
+    except JournalError as e:
+        print(f"kassad: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+# -- send -----------------------------------------------------------------------------------
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
+    """``kind=cash_sale tendered=200.00SEK amount.amount=14950`` → params.
+
+    Values are JSON when they parse as JSON, else strings; ``149.50SEK`` is money; dotted keys
+    nest.
+    """
+    from .contract.commands import MoneyIn
+    from .ledger.money import MoneyError, parse_decimal
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{pair!r}: expected key=value")
+        value: Any
+        if len(raw) > 3 and raw[-3:].isalpha() and raw[-3:].isupper():
+            try:
+                value = MoneyIn(amount=parse_decimal(raw[:-3], raw[-3:]),
+                                currency=raw[-3:]).model_dump()
+            except (MoneyError, ValueError):
+                value = raw
+        else:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+async def _send(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from .client import CommandError, CommandTimeout, KassadClient
+
+    broker, store, register = _broker_from_args(args)
+    if not store or not register:
+        print("kassad send: --store and --register (or --config) are required", file=sys.stderr)
+        return 2
+
+    def show(reply: dict[str, Any]) -> None:
+        print(json.dumps(reply, ensure_ascii=False), flush=True)
+
+    async with KassadClient(broker, store=store, register=register, requester=args.requester,
+                            ttl=args.ttl, on_reply=show) as client:
+        try:
+            await client.send(args.command, params, employee=args.employee, cmd_id=args.cmd_id)
+        except CommandError:
+            return 1
+        except CommandTimeout as e:
+            print(f"kassad send: {e}", file=sys.stderr)
+            return 4
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "WARNING")
+    try:
+        params = json.loads(args.json) if args.json else {}
+        if not isinstance(params, dict):
+            raise ValueError("--json must be a JSON object")
+        params.update(parse_assignments(args.params))
+    except ValueError as e:
+        print(f"kassad send: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_send(args, params))
+    except ConfigError as e:
+        print(f"kassad: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+
+
+# -- ack-consumer ---------------------------------------------------------------------------
+
+
+async def _consume(args: argparse.Namespace) -> None:
+    from .consumer import AckConsumer
+
+    broker, store, _ = _broker_from_args(args)
+    consumer = AckConsumer(broker, store=store or "", consumer=args.consumer,
+                           db_path=Path(args.db))
+    task = asyncio.create_task(consumer.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def cmd_ack_consumer(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "INFO")
+    if not args.store and not args.config:
+        print("kassad ack-consumer: --store (or --config) is required", file=sys.stderr)
+        return 2
+    asyncio.run(_consume(args))
+    return 0
+
+
+# -- schema, journal ------------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .contract.schema import all_schemas
+
+    schemas = all_schemas()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, schema in schemas.items():
+            (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+        print(f"wrote {len(schemas)} schemas to {out}")
+    else:
+        print(json.dumps(schemas, indent=2))
+    return 0
+
+
+def _journal_path(args: argparse.Namespace) -> Path:
+    if args.journal:
+        return Path(args.journal)
+    return load_register_config(args.config).journal.path
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from .journal.verify import export_events, verify_journal
+
+    try:
+        path = _journal_path(args)
+        if args.action == "verify":
+            report = verify_journal(path)
+            print(report.summary())
+            return 0 if report.ok else 1
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            count = export_events(path, out, args.from_seq)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        print(f"exported {count} events", file=sys.stderr)
+        return 0
+    except ConfigError as e:
+        print(f"kassad: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"kassad journal: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kassad.simulators.demo import main as demo_main
+
+    return demo_main(workdir=Path(args.workdir) if args.workdir else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kassad", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kassad {__version__}")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="run the register daemon")
+    p.add_argument("--config", help="configuration file (default $KASSAD_CONFIG)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("send", help="send a command to a register and print its replies")
+    _add_broker_args(p)
+    p.add_argument("command", help="e.g. session.open, payment.record, state.get")
+    p.add_argument("params", nargs="*", help="key=value params (149.50SEK is money)")
+    p.add_argument("--json", help="params as a JSON object")
+    p.add_argument("--requester", default="cli", help="requester id (default cli)")
+    p.add_argument("--employee", help="employee id recorded as the actor")
+    p.add_argument("--cmd-id", help="reuse a cmd_id (a resend is answered from the journal)")
+    p.add_argument("--ttl", type=float, default=30.0, help="seconds until the command expires")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("ack-consumer", help="store events and acknowledge them (minimal)")
+    _add_broker_args(p)
+    p.add_argument("--consumer", required=True, help="consumer id (acks on ack/{consumer})")
+    p.add_argument("--db", required=True, help="SQLite file for the stored events")
+    p.set_defaults(func=cmd_ack_consumer)
+
+    p = sub.add_parser("schema", help="print the JSON Schemas of the MQTT payloads")
+    p.add_argument("--out", help="write one file per schema into this folder")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("journal", help="verify or export a register journal")
+    p.add_argument("action", choices=["verify", "export"])
+    p.add_argument("--journal", help="journal file (default: journal.path of --config)")
+    p.add_argument("--config", help="configuration file (default $KASSAD_CONFIG)")
+    p.add_argument("--from-seq", type=int, default=1, help="export from this seq")
+    p.add_argument("--output", "-o", help="export to this file instead of stdout")
+    p.set_defaults(func=cmd_journal)
+
+    p = sub.add_parser("demo", help="run the simulated store demo")
+    p.add_argument("--workdir", help="keep the demo's files here (default: a temp folder)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The register's configuration: one TOML file, validated once at start, overridable from the
+environment (``KASSAD_BROKER__HOST=…``: prefix ``KASSAD_``, nested keys joined by ``__``).
+
+Every timing is a field here, never a module constant, so tests and stores can tune it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .contract.topics import ID_RE
+from .ledger.money import is_iso_currency
+
+CONFIG_ENV = "KASSAD_CONFIG"
+Id = Annotated[str, Field(pattern=ID_RE.pattern)]
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    ca_file: Path = Field(description="CA certificate that signed the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class BrokerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig | None = None
+    keepalive: int = Field(15, ge=5, le=3600, description="MQTT keepalive, seconds")
+    connect_timeout: Seconds = 10.0
+    session_expiry: int = Field(120, ge=1, description="MQTT 5 Session Expiry Interval, s")
+    will_delay: int = Field(5, ge=0, le=3600, description="Will Delay: no offline blip")
+    reconnect_min: Seconds = 0.5
+    reconnect_max: Seconds = 60.0
+
+
+class JournalConfig(_Section):
+    path: Path = Path("/var/lib/kassad/journal.db")
+
+
+class DeliveryConfig(_Section):
+    consumers: list[Id] = Field(
+        default_factory=list,
+        description="consumers whose ack/{consumer} must cover an event before it is done",
+    )
+    inflight_window: int = Field(20, ge=1, le=1000, description="publishes awaiting PUBACK")
+    resend_after: Seconds = Field(5.0, description="no ack progress for this long: resend")
+    resend_after_max: Seconds = 60.0
+    publish_timeout: Seconds = 10.0
+    batch: int = Field(200, ge=1, le=10_000, description="events read from the journal at once")
+
+
+class MoneyConfig(_Section):
+    base_currency: str = "SEK"
+    accepted: list[str] = Field(default_factory=lambda: ["SEK"])
+    max_amount: int = Field(
+        10**10, ge=1, le=10**13, description="largest single amount, in minor units"
+    )
+
+    @model_validator(mode="after")
+    def _codes(self) -> MoneyConfig:
+        for code in [self.base_currency, *self.accepted]:
+            if not is_iso_currency(code):
+                raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+        if self.base_currency not in self.accepted:
+            raise ValueError(f"base_currency {self.base_currency} must be in accepted")
+        return self
+
+
+class CommandsConfig(_Section):
+    max_payload_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    clock_skew: Seconds = Field(5.0, description="tolerance when checking expires_at")
+    default_ttl: Seconds = Field(
+        60.0, description="lifetime of a command that gives issued_at but no expires_at"
+    )
+
+
+class DevicesConfig(_Section):
+    """Printer, drawer and counters (filled in by the device issues); none configured yet."""
+
+
+class LoggingConfig(_Section):
+    level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+
+class RegisterConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KASSAD_", env_nested_delimiter="__", extra="forbid", frozen=True,
+        populate_by_name=True,
+    )
+
+    store: Id
+    # "register" would shadow BaseModel.register (ABCMeta); the file's key stays "register".
+    register_id: Id = Field(alias="register")
+    broker: BrokerConfig = BrokerConfig()
+    journal: JournalConfig = JournalConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    money: MoneyConfig = MoneyConfig()
+    commands: CommandsConfig = CommandsConfig()
+    devices: DevicesConfig = DevicesConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init values).
+        return env_settings, init_settings
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run: the message names the file, the key and the problem."""
+
+
+def _format_errors(path: Path | None, error: ValidationError) -> str:
+    where = str(path) if path else "configuration"
+    lines = [f"{where}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (misspelt, or not supported by this version)"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def config_path(explicit: str | Path | None) -> Path | None:
+    chosen = explicit or os.environ.get(CONFIG_ENV)
+    return Path(chosen) if chosen else None
+
+
+def load_register_config(explicit: str | Path | None = None) -> RegisterConfig:
+    """Load ``--config`` or ``$KASSAD_CONFIG``, with environment overrides; ConfigError if bad."""
+    path = config_path(explicit)
+    values = read_toml(path) if path else {}
+    try:
+        return RegisterConfig(**values)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None

@@ -1,0 +1,1 @@
+"""The public MQTT contract v1: topics, command, reply and event models, JSON Schemas."""

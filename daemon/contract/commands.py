@@ -1,0 +1,185 @@
+"""Command envelope and the ``params`` of every command (pydantic; the JSON Schemas come from here).
+
+Shapes the requester sends on ``kassad/v1/{store}/{reg}/cmd/{name}``. Schema checks are
+structural (types, required fields, protocol bounds); what depends on the register's
+configuration or session (accepted currencies, open session, drawer contents) is checked by
+the register service and answered with its own error code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+
+# Largest amount the protocol carries: sums of many stay far inside SQLite's and JSON's 2**53.
+MAX_AMOUNT = 10**13
+CMD_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+Note = Annotated[StrictStr, Field(max_length=500)]
+Reference = Annotated[StrictStr, Field(max_length=128)]
+CurrencyCode = Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+Amount = Annotated[
+    StrictInt, Field(ge=0, le=MAX_AMOUNT, description="integer count of minor units (öre, cent)")
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MoneyIn(_Model):
+    """``{"amount": 12550, "currency": "SEK"}`` is 125.50 kr."""
+
+    amount: Amount
+    currency: CurrencyCode
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, dict) else value
+
+
+def _unique_currencies(items: list[MoneyIn]) -> list[MoneyIn]:
+    seen = [m.currency for m in items]
+    dupes = sorted({c for c in seen if seen.count(c) > 1})
+    if dupes:
+        raise ValueError(f"currency listed twice: {', '.join(dupes)}")
+    return items
+
+
+# Per-currency amounts: one Money object or a list with each currency at most once.
+PerCurrency = Annotated[list[MoneyIn], BeforeValidator(_one_or_many), Field(max_length=16)]
+
+
+class DrawerReason(StrEnum):
+    SALE = "sale"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+    NO_SALE = "no_sale"
+    COUNT = "count"
+
+
+class DrawerOpenParams(_Model):
+    reason: DrawerReason
+    note: Note | None = None
+
+
+class PrintReceiptParams(_Model):
+    document: dict[str, Any]
+    open_drawer: StrictBool = False
+    copies: Annotated[StrictInt, Field(ge=1, le=5)] = 1
+
+
+class PrintRawParams(_Model):
+    data: Annotated[StrictStr, Field(max_length=1_000_000, description="base64 ESC/POS bytes")]
+
+
+class SessionOpenParams(_Model):
+    starting_float: PerCurrency
+    note: Note | None = None
+
+    _unique = field_validator("starting_float")(_unique_currencies)
+
+
+class AdjustDirection(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+
+
+class SessionAdjustParams(_Model):
+    direction: AdjustDirection
+    amount: MoneyIn
+    note: Note | None = None
+
+
+class PaymentKind(StrEnum):
+    CASH_SALE = "cash_sale"
+    CASH_REFUND = "cash_refund"
+    OTHER = "other"
+
+
+class PaymentRecordParams(_Model):
+    """A cash sale gives ``tendered`` and ``change`` (``amount``, if given, is checked against
+    them); a cash refund and an other payment give ``amount``; ``other`` names its type."""
+
+    kind: PaymentKind
+    amount: MoneyIn | None = None
+    tendered: MoneyIn | None = None
+    change: MoneyIn | None = None
+    payment_type: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
+    reference: Reference | None = None
+
+
+class SessionCloseParams(_Model):
+    counted: PerCurrency
+    leave_in_drawer: PerCurrency
+    note: Note | None = None
+
+    _unique = field_validator("counted", "leave_in_drawer")(_unique_currencies)
+
+
+class SessionReportParams(_Model):
+    kind: Literal["x", "z"]
+    print: StrictBool = False
+    session_id: Annotated[StrictStr, Field(max_length=64)] | None = None
+
+
+class CounterCountParams(_Model):
+    device: Annotated[StrictStr, Field(pattern=ID_PATTERN)]
+    action: Literal["start", "stop"]
+
+
+class CmdStatusParams(_Model):
+    of_cmd_id: Annotated[StrictStr, Field(pattern=CMD_ID_PATTERN)]
+
+
+class StateGetParams(_Model):
+    pass
+
+
+COMMAND_PARAMS: dict[str, type[_Model]] = {
+    "drawer.open": DrawerOpenParams,
+    "print.receipt": PrintReceiptParams,
+    "print.raw": PrintRawParams,
+    "session.open": SessionOpenParams,
+    "session.adjust": SessionAdjustParams,
+    "payment.record": PaymentRecordParams,
+    "session.close": SessionCloseParams,
+    "session.report": SessionReportParams,
+    "counter.count": CounterCountParams,
+    "cmd.status": CmdStatusParams,
+    "state.get": StateGetParams,
+}
+
+# Read-only queries: answered at once, never journaled (a POS may poll them).
+QUERY_COMMANDS = frozenset({"cmd.status", "state.get"})
+
+
+class CommandEnvelope(_Model):
+    v: Literal[1]
+    cmd_id: Annotated[StrictStr, Field(pattern=CMD_ID_PATTERN)]
+    issued_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    requester: Annotated[StrictStr, Field(pattern=ID_PATTERN)]
+    employee: Annotated[StrictStr, Field(max_length=64)] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def expires_before(envelope: CommandEnvelope, now: datetime, skew_s: float) -> bool:
+    """True when the command's ``expires_at`` (plus the allowed clock skew) has passed."""
+    if envelope.expires_at is None:
+        return False
+    return (now - envelope.expires_at).total_seconds() > skew_s

@@ -1,0 +1,1 @@
+"""The register journal: SQLite events (epoch, seq, hash chain), commands, ack marks."""

@@ -1,0 +1,1 @@
+"""The cash-session ledger: money, the session fold and the count rules. Pure: no I/O."""

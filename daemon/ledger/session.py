@@ -1,0 +1,331 @@
+"""The cash-session fold: journal events in, session state out. Pure: no I/O, no clock.
+
+This is the one home of the session formulas (product.md); the register and the store
+aggregator both fold the same events with it. Per-currency figures are ``{currency: minor}``.
+
+Event data this module reads (``type``: fields):
+
+- ``session.opened``: ``number``, ``automatic``, ``starting_float`` {cur: n},
+  ``expected_start`` {cur: n} or null (first session of the register), ``note``
+- ``payment.recorded``: ``kind`` (cash_sale | cash_refund | other), ``amount`` Money,
+  ``tendered`` / ``change`` Money (cash sales), ``payment_type``, ``reference``
+- ``session.adjusted``: ``direction`` (add | remove), ``amount`` Money, ``note``
+- ``drawer.opened``: ``cause`` (sale, refund, adjustment, no_sale, unexpected …)
+- ``session.closed``: ``counted`` {cur: n}, ``left_in_drawer`` {cur: n}, ``note``
+
+Formulas:
+
+- expected = starting float + cash sales (tendered − change) − cash refunds + added − removed
+- discrepancy at start = starting float − previous session's amount left (none for the first)
+- discrepancy at close = counted − expected
+- cash removed at close = counted − amount left in drawer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .money import Totals, add_totals, sub_totals
+
+CASH = "cash"
+
+
+class LedgerError(ValueError):
+    """An event that cannot follow the events before it (the journal is inconsistent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """What the fold needs of a journal event."""
+
+    type: str
+    session_id: str | None
+    ts: str
+    employee: str | None
+    data: Mapping[str, Any]
+
+    @classmethod
+    def from_envelope(cls, event: Mapping[str, Any]) -> LedgerEvent:
+        actor = event.get("actor") or {}
+        return cls(
+            type=event["type"],
+            session_id=event.get("session_id"),
+            ts=event["ts"],
+            employee=actor.get("employee"),
+            data=event.get("data") or {},
+        )
+
+
+@dataclass(slots=True)
+class Adjustment:
+    direction: str
+    currency: str
+    amount: int
+    note: str | None
+    ts: str
+    employee: str | None
+
+
+@dataclass(slots=True)
+class CloseFigures:
+    closed_at: str
+    closed_by: str | None
+    counted: Totals
+    expected: Totals
+    discrepancy: Totals
+    left_in_drawer: Totals
+    removed: Totals
+    note: str | None
+
+
+@dataclass(slots=True)
+class Session:
+    session_id: str
+    number: int
+    opened_at: str
+    opened_by: str | None
+    automatic: bool
+    note: str | None
+    starting_float: Totals
+    expected_start: Totals | None
+    cash_tendered: Totals = field(default_factory=dict)
+    change_given: Totals = field(default_factory=dict)
+    cash_sales_count: int = 0
+    cash_refunds: Totals = field(default_factory=dict)
+    cash_refunds_count: int = 0
+    added: Totals = field(default_factory=dict)
+    removed_by_adjustment: Totals = field(default_factory=dict)
+    adjustments: list[Adjustment] = field(default_factory=list)
+    payments_by_type: dict[str, Totals] = field(default_factory=dict)
+    payment_counts: dict[str, int] = field(default_factory=dict)
+    drawer_openings: dict[str, int] = field(default_factory=dict)
+    closed: CloseFigures | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed is None
+
+    @property
+    def discrepancy_at_start(self) -> Totals:
+        if self.expected_start is None:
+            return {}
+        return _nonzero(sub_totals(self.starting_float, self.expected_start))
+
+    @property
+    def cash_sales(self) -> Totals:
+        """Net cash taken by sales: tendered − change."""
+        return sub_totals(self.cash_tendered, self.change_given)
+
+    def expected_cash(self) -> Totals:
+        return add_totals(
+            self.starting_float,
+            self.cash_sales,
+            {c: -a for c, a in self.cash_refunds.items()},
+            self.added,
+            {c: -a for c, a in self.removed_by_adjustment.items()},
+        )
+
+    def total_sales(self) -> Totals:
+        """Sales of every payment type, net of refunds, per currency."""
+        return add_totals(*self.payments_by_type.values())
+
+    def currencies(self) -> set[str]:
+        """Every currency this session has touched (its close must count each)."""
+        found = set(self.expected_cash())
+        for totals in self.payments_by_type.values():
+            found |= set(totals)
+        return found
+
+    def summary(self) -> dict[str, Any]:
+        """The session's figures as JSON (command results, ``state``, reports)."""
+        out: dict[str, Any] = {
+            "session_id": self.session_id,
+            "number": self.number,
+            "status": "open" if self.is_open else "closed",
+            "opened_at": self.opened_at,
+            "opened_by": self.opened_by,
+            "automatic": self.automatic,
+            "note": self.note,
+            "starting_float": dict(self.starting_float),
+            "expected_start": None if self.expected_start is None else dict(self.expected_start),
+            "discrepancy_at_start": self.discrepancy_at_start,
+            "cash_sales": self.cash_sales,
+            "cash_sales_count": self.cash_sales_count,
+            "cash_refunds": dict(self.cash_refunds),
+            "cash_refunds_count": self.cash_refunds_count,
+            "adjustments_added": dict(self.added),
+            "adjustments_removed": dict(self.removed_by_adjustment),
+            "adjustments": [
+                {"direction": a.direction, "amount": {"amount": a.amount, "currency": a.currency},
+                 "note": a.note, "ts": a.ts, "employee": a.employee}
+                for a in self.adjustments
+            ],
+            "payments_by_type": {t: dict(v) for t, v in self.payments_by_type.items()},
+            "payment_counts": dict(self.payment_counts),
+            "total_sales": self.total_sales(),
+            "drawer_openings": dict(self.drawer_openings),
+            "expected_cash": self.expected_cash(),
+        }
+        if self.closed is not None:
+            c = self.closed
+            out.update(closed_at=c.closed_at, closed_by=c.closed_by, counted=c.counted,
+                       expected=c.expected, discrepancy=c.discrepancy,
+                       left_in_drawer=c.left_in_drawer, removed=c.removed, close_note=c.note)
+        return out
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """A register's sessions as far as the events folded so far tell."""
+
+    open_session: Session | None = None
+    last_closed: Session | None = None
+    sessions_opened: int = 0
+    # The previous session's amount left in drawer; None before the register's first close.
+    last_left: Totals | None = None
+
+    def next_expected_start(self) -> Totals | None:
+        return None if self.last_left is None else dict(self.last_left)
+
+
+def apply(state: LedgerState, event: LedgerEvent) -> None:
+    """Fold one event into ``state`` (in place). Events of other types are ignored."""
+    handler = _HANDLERS.get(event.type)
+    if handler is not None:
+        handler(state, event)
+
+
+def fold(events: Iterable[LedgerEvent], state: LedgerState | None = None) -> LedgerState:
+    state = state or LedgerState()
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def close_figures(
+    session: Session, counted: Mapping[str, int], left_in_drawer: Mapping[str, int]
+) -> dict[str, Totals]:
+    """Expected, discrepancy and removed for a close with these counts (every currency the
+    session touched or that was counted appears, zeros included)."""
+    expected = session.expected_cash()
+    currencies = sorted(set(expected) | set(counted) | set(left_in_drawer))
+    return {
+        "counted": {c: counted.get(c, 0) for c in currencies},
+        "expected": {c: expected.get(c, 0) for c in currencies},
+        "discrepancy": {c: counted.get(c, 0) - expected.get(c, 0) for c in currencies},
+        "left_in_drawer": {c: left_in_drawer.get(c, 0) for c in currencies},
+        "removed": {c: counted.get(c, 0) - left_in_drawer.get(c, 0) for c in currencies},
+    }
+
+
+def _nonzero(totals: Totals) -> Totals:
+    return {c: a for c, a in totals.items() if a != 0}
+
+
+def _money(value: Mapping[str, Any]) -> tuple[str, int]:
+    return value["currency"], int(value["amount"])
+
+
+def _require_open(state: LedgerState, event: LedgerEvent) -> Session:
+    session = state.open_session
+    if session is None:
+        raise LedgerError(f"{event.type} at {event.ts} with no open session")
+    if event.session_id is not None and event.session_id != session.session_id:
+        raise LedgerError(
+            f"{event.type} for session {event.session_id}, but {session.session_id} is open"
+        )
+    return session
+
+
+def _opened(state: LedgerState, event: LedgerEvent) -> None:
+    if state.open_session is not None:
+        raise LedgerError(f"session opened at {event.ts} while another is open")
+    if event.session_id is None:
+        raise LedgerError("session.opened without session_id")
+    data = event.data
+    expected_start = data.get("expected_start")
+    state.sessions_opened += 1
+    state.open_session = Session(
+        session_id=event.session_id,
+        number=int(data.get("number", state.sessions_opened)),
+        opened_at=event.ts,
+        opened_by=event.employee,
+        automatic=bool(data.get("automatic", False)),
+        note=data.get("note"),
+        starting_float=dict(data["starting_float"]),
+        expected_start=None if expected_start is None else dict(expected_start),
+    )
+
+
+def _payment(state: LedgerState, event: LedgerEvent) -> None:
+    session = _require_open(state, event)
+    data = event.data
+    kind = data["kind"]
+    currency, amount = _money(data["amount"])
+    if kind == "cash_sale":
+        t_cur, tendered = _money(data["tendered"])
+        c_cur, change = _money(data["change"])
+        session.cash_tendered[t_cur] = session.cash_tendered.get(t_cur, 0) + tendered
+        session.change_given[c_cur] = session.change_given.get(c_cur, 0) + change
+        session.cash_sales_count += 1
+        _count_payment(session, CASH, currency, amount)
+    elif kind == "cash_refund":
+        session.cash_refunds[currency] = session.cash_refunds.get(currency, 0) + amount
+        session.cash_refunds_count += 1
+        _count_payment(session, CASH, currency, -amount)
+    elif kind == "other":
+        _count_payment(session, str(data["payment_type"]), currency, amount)
+    else:
+        raise LedgerError(f"unknown payment kind {kind!r}")
+
+
+def _count_payment(session: Session, payment_type: str, currency: str, amount: int) -> None:
+    totals = session.payments_by_type.setdefault(payment_type, {})
+    totals[currency] = totals.get(currency, 0) + amount
+    session.payment_counts[payment_type] = session.payment_counts.get(payment_type, 0) + 1
+
+
+def _adjusted(state: LedgerState, event: LedgerEvent) -> None:
+    session = _require_open(state, event)
+    direction = event.data["direction"]
+    currency, amount = _money(event.data["amount"])
+    if direction == "add":
+        session.added[currency] = session.added.get(currency, 0) + amount
+    elif direction == "remove":
+        session.removed_by_adjustment[currency] = (
+            session.removed_by_adjustment.get(currency, 0) + amount
+        )
+    else:
+        raise LedgerError(f"unknown adjustment direction {direction!r}")
+    session.adjustments.append(
+        Adjustment(direction, currency, amount, event.data.get("note"), event.ts, event.employee)
+    )
+
+
+def _drawer_opened(state: LedgerState, event: LedgerEvent) -> None:
+    session = state.open_session
+    if session is not None:  # drawer openings between sessions are audited, not summed
+        cause = str(event.data.get("cause", "unknown"))
+        session.drawer_openings[cause] = session.drawer_openings.get(cause, 0) + 1
+
+
+def _closed(state: LedgerState, event: LedgerEvent) -> None:
+    session = _require_open(state, event)
+    figures = close_figures(session, event.data["counted"], event.data["left_in_drawer"])
+    session.closed = CloseFigures(
+        closed_at=event.ts, closed_by=event.employee, note=event.data.get("note"), **figures
+    )
+    state.open_session = None
+    state.last_closed = session
+    state.last_left = dict(figures["left_in_drawer"])
+
+
+_HANDLERS = {
+    "session.opened": _opened,
+    "payment.recorded": _payment,
+    "session.adjusted": _adjusted,
+    "drawer.opened": _drawer_opened,
+    "session.closed": _closed,
+}

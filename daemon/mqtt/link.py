@@ -1,0 +1,184 @@
+"""One MQTT 5 connection kept alive forever (aiomqtt 2.5).
+
+A fresh ``aiomqtt.Client`` per attempt: paho keeps failed QoS 1 publishes in RAM and sends them
+after a reconnect of the *same* object, out of order (mqtt-research.md §4.3); with a new object
+the journal's outbox is the only source of resends. Subscriptions are renewed on every connect.
+Reconnects back off exponentially with jitter, from ``reconnect_min`` up to ``reconnect_max``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..config import BrokerConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class NotConnected(ConnectionError):
+    """No broker connection right now; what must not be lost is in the journal."""
+
+
+class PublishFailed(ConnectionError):
+    """The broker did not confirm a publish in time (it may still arrive: consumers dedupe)."""
+
+
+MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
+ConnectedHook = Callable[["MqttLink"], Coroutine[Any, Any, None]]
+WillFactory = Callable[[], Awaitable[aiomqtt.Will | None]]
+
+
+def publish_properties(
+    *, correlation: bytes | None = None, response_topic: str | None = None,
+    expiry_s: int | None = None,
+) -> Properties | None:
+    if correlation is None and response_topic is None and expiry_s is None:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    if correlation is not None:
+        props.CorrelationData = correlation
+    if response_topic is not None:
+        props.ResponseTopic = response_topic
+    if expiry_s is not None:
+        props.MessageExpiryInterval = max(1, expiry_s)
+    return props
+
+
+def will_properties(delay_s: int) -> Properties | None:
+    if delay_s <= 0:
+        return None
+    props = Properties(PacketTypes.WILLMESSAGE)
+    props.WillDelayInterval = delay_s
+    return props
+
+
+class MqttLink:
+    """Connect, subscribe, hand every message to ``on_message``, reconnect, forever.
+
+    ``on_connected`` runs as a task for the life of each connection (the outbox relay, the
+    birth message); it is cancelled when the connection drops.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        *,
+        client_id: str,
+        subscriptions: Sequence[str],
+        on_message: MessageHandler,
+        on_connected: ConnectedHook | None = None,
+        will: WillFactory | None = None,
+        session_expiry: int | None = None,
+        clean_start: bool = False,
+        name: str = "mqtt",
+    ) -> None:
+        self._broker = broker
+        self._client_id = client_id
+        self._subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._will = will
+        self._session_expiry = broker.session_expiry if session_expiry is None else session_expiry
+        self._clean_start = clean_start
+        self._name = name
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client is not None and self.connected.is_set()
+
+    def _make_client(self, will: aiomqtt.Will | None) -> aiomqtt.Client:
+        b = self._broker
+        connect_props = Properties(PacketTypes.CONNECT)
+        # Without a Session Expiry Interval an MQTT 5 session dies with the connection, and
+        # commands queued for us during a blip are lost (aiomqtt #277).
+        connect_props.SessionExpiryInterval = self._session_expiry
+        tls: aiomqtt.TLSParameters | None = None
+        if b.tls is not None:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(b.tls.ca_file),
+                certfile=str(b.tls.cert_file) if b.tls.cert_file else None,
+                keyfile=str(b.tls.key_file) if b.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client = aiomqtt.Client(
+            b.host, b.port,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            username=b.username,
+            password=b.password.get_secret_value() if b.password else None,
+            will=will,
+            clean_start=self._clean_start,
+            properties=connect_props,
+            keepalive=b.keepalive,
+            timeout=b.connect_timeout,
+            tls_params=tls,
+        )
+        client.pending_calls_threshold = 1000  # our own window bounds in-flight publishes
+        return client
+
+    async def run(self) -> None:
+        """Keep the connection up until cancelled."""
+        delay = self._broker.reconnect_min
+        while True:
+            will = await self._will() if self._will else None
+            client = self._make_client(will)
+            try:
+                async with client:
+                    self.connections += 1
+                    delay = self._broker.reconnect_min
+                    for topic in self._subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self._client = client
+                    self.connected.set()
+                    _LOGGER.info("%s: connected to %s:%s as %s", self._name, self._broker.host,
+                                 self._broker.port, self._client_id)
+                    async with asyncio.TaskGroup() as group:
+                        if self._on_connected is not None:
+                            group.create_task(self._on_connected(self), name=f"{self._name}-up")
+                        async for message in client.messages:
+                            await self._on_message(message)
+            except* aiomqtt.MqttError as group_error:
+                _LOGGER.warning("%s: broker %s:%s unreachable or lost: %s", self._name,
+                                self._broker.host, self._broker.port,
+                                "; ".join(str(e) for e in group_error.exceptions))
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+            delay = min(delay * 2, self._broker.reconnect_max)
+
+    async def publish(
+        self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False,
+        properties: Properties | None = None, timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise NotConnected(f"{self._name}: not connected to the broker")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, properties=properties,
+                                 timeout=timeout)
+        except aiomqtt.MqttError as e:
+            raise PublishFailed(f"{self._name}: publish to {topic} failed: {e}") from e
+
+
+def message_properties(message: aiomqtt.Message) -> tuple[str | None, bytes | None]:
+    """(Response Topic, Correlation Data) of a v5 message; absent ones are None."""
+    props: Any = message.properties
+    if props is None:
+        return None, None
+    response = getattr(props, "ResponseTopic", None)
+    correlation = getattr(props, "CorrelationData", None)
+    return (str(response) if response else None,
+            bytes(correlation) if correlation is not None else None)

@@ -1,0 +1,1 @@
+"""The register service: wiring, command intake and dispatch, outbox relay."""

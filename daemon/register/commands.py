@@ -1,0 +1,198 @@
+"""What each command does, once the dispatcher has parsed it and checked its ``cmd_id``.
+
+A handler has two steps, matching the journal's two transactions: ``plan`` decides against the
+current state (raising :class:`CommandRefused` makes the command ``rejected``) and ``execute``
+carries it out and says which events and result data follow. Session commands touch no
+hardware: their ``execute`` only folds the planned events into a copy of the ledger, which
+becomes the register's ledger once the journal has committed them.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from ..contract.commands import (
+    PaymentRecordParams,
+    SessionAdjustParams,
+    SessionCloseParams,
+    SessionOpenParams,
+    SessionReportParams,
+)
+from ..contract.errors import CommandRefused, ErrorCode
+from ..ledger import rules
+from ..ledger.rules import MoneyPolicy, PlannedEvent
+from ..ledger.session import LedgerEvent, LedgerState, Session, apply
+
+
+@dataclass
+class Plan:
+    """A command accepted by ``plan``: what ``execute`` will carry out."""
+
+    events: list[PlannedEvent] = field(default_factory=list)
+    payload: Any = None
+
+
+@dataclass
+class Outcome:
+    """What ``execute`` did: events to journal, the result ``data``, the ledger after it."""
+
+    events: list[PlannedEvent]
+    data: dict[str, Any]
+    ledger: LedgerState | None = None
+
+
+class RegisterView(Protocol):
+    """What handlers may read of the register."""
+
+    @property
+    def ledger(self) -> LedgerState: ...
+
+    @property
+    def money(self) -> MoneyPolicy: ...
+
+    def session_history(self, session_id: str) -> Session | None: ...
+
+
+class Handler(Protocol):
+    def plan(self, view: RegisterView, params: BaseModel) -> Plan: ...
+
+    async def execute(self, view: RegisterView, plan: Plan, ts: str,
+                      employee: str | None) -> Outcome: ...
+
+
+def _trial_fold(view: RegisterView, events: list[PlannedEvent], ts: str,
+                employee: str | None) -> LedgerState:
+    trial = copy.deepcopy(view.ledger)
+    for e in events:
+        apply(trial, LedgerEvent(e.type, e.session_id, ts, employee, e.data))
+    return trial
+
+
+class _LedgerHandler:
+    """Base of the session commands: plan with the ledger rules, execute by folding."""
+
+    def plan(self, view: RegisterView, params: BaseModel) -> Plan:
+        return Plan(events=self.plan_events(view, params))
+
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        raise NotImplementedError
+
+    async def execute(self, view: RegisterView, plan: Plan, ts: str,
+                      employee: str | None) -> Outcome:
+        trial = _trial_fold(view, plan.events, ts, employee)
+        return Outcome(plan.events, self.result(trial, plan), trial)
+
+    def result(self, ledger: LedgerState, plan: Plan) -> dict[str, Any]:
+        session = ledger.open_session or ledger.last_closed
+        return {"session": session.summary() if session else None}
+
+
+def _new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+class SessionOpen(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, SessionOpenParams)
+        return rules.plan_open(view.ledger, view.money, params, _new_session_id())
+
+
+class PaymentRecord(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, PaymentRecordParams)
+        return rules.plan_payment(view.ledger, view.money, params, _new_session_id())
+
+    def result(self, ledger: LedgerState, plan: Plan) -> dict[str, Any]:
+        out = super().result(ledger, plan)
+        out["session_opened_automatically"] = plan.events[0].type == "session.opened"
+        out["payment"] = plan.events[-1].data
+        return out
+
+
+class SessionAdjust(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, SessionAdjustParams)
+        return rules.plan_adjust(view.ledger, view.money, params)
+
+
+class SessionClose(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, SessionCloseParams)
+        return rules.plan_close(view.ledger, view.money, params)
+
+
+class SessionReport:
+    """X report: the open session's figures; Z report: a closed session's (the last one, or
+    ``session_id``). Printing needs the receipt printer."""
+
+    def plan(self, view: RegisterView, params: BaseModel) -> Plan:
+        assert isinstance(params, SessionReportParams)
+        if params.print:
+            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
+                                 "print: no receipt printer is configured on this register "
+                                 "(devices.printer); ask for the report without print")
+        if params.kind == "x":
+            session = view.ledger.open_session
+            if session is None:
+                raise CommandRefused(ErrorCode.SESSION_NOT_OPEN,
+                                     "an X report is of the open session, and none is open")
+        elif params.session_id is not None:
+            session = view.session_history(params.session_id)
+            if session is None or session.is_open:
+                raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
+                                     f"params.session_id: no closed session {params.session_id} "
+                                     "in this register's journal",
+                                     {"field": "session_id"})
+        else:
+            session = view.ledger.last_closed
+            if session is None:
+                raise CommandRefused(ErrorCode.SESSION_NOT_OPEN,
+                                     "a Z report is of a closed session, and none has closed yet")
+        return Plan(payload={"kind": params.kind, "session": session.summary()})
+
+    async def execute(self, view: RegisterView, plan: Plan, ts: str,
+                      employee: str | None) -> Outcome:
+        return Outcome([], {"report": plan.payload})
+
+
+class DeviceUnavailable:
+    """A device command on a register where that device is not configured."""
+
+    def __init__(self, device: str, config_key: str) -> None:
+        self._device = device
+        self._key = config_key
+
+    def plan(self, view: RegisterView, params: BaseModel) -> Plan:
+        raise CommandRefused(
+            ErrorCode.DEVICE_UNAVAILABLE,
+            f"no {self._device} is configured on this register ({self._key})",
+            {"device": self._device},
+        )
+
+    async def execute(self, view: RegisterView, plan: Plan, ts: str,
+                      employee: str | None) -> Outcome:  # pragma: no cover - plan refuses
+        raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE, f"no {self._device}")
+
+
+def default_handlers() -> dict[str, Handler]:
+    drawer = DeviceUnavailable("cash drawer", "devices.drawer")
+    printer = DeviceUnavailable("receipt printer", "devices.printer")
+    factories: dict[str, Callable[[], Handler]] = {
+        "session.open": SessionOpen,
+        "payment.record": PaymentRecord,
+        "session.adjust": SessionAdjust,
+        "session.close": SessionClose,
+        "session.report": SessionReport,
+    }
+    handlers = {name: make() for name, make in factories.items()}
+    handlers["drawer.open"] = drawer
+    handlers["print.receipt"] = printer
+    handlers["print.raw"] = printer
+    handlers["counter.count"] = DeviceUnavailable("coin or note counter", "devices.counters")
+    return handlers

@@ -1,0 +1,214 @@
+"""The command worker: one command at a time, journaled before it is acknowledged.
+
+Per command (mqtt-api.md "Commands"): in one ``BEGIN IMMEDIATE`` transaction a known
+``cmd_id`` returns its stored replies (``duplicate: true``, nothing done again); an expired,
+invalid or impossible command is stored ``rejected`` with a ``cmd.rejected`` event; otherwise
+it is stored ``executing`` (the write-ahead intent). After that commit the ack is published,
+the command is carried out, and its result and events are committed in one transaction before
+the result is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..config import CommandsConfig
+from ..contract.errors import CommandRefused, ErrorCode
+from ..contract.events import EventType, utc_timestamp
+from ..contract.replies import ack_reply, error_reply, ok_reply
+from ..journal.journal import Journal
+from ..journal.store import CommandRecord, EventDraft, JournalError, SealedEvent
+from ..ledger.session import LedgerState
+from .commands import Handler, Outcome, RegisterView
+from .intake import Command, Rejected
+
+_LOGGER = logging.getLogger(__name__)
+
+ReplyFn = Callable[[dict[str, Any], str, bytes | None], Awaitable[None]]
+CrashPoint = Callable[[str], None]
+
+
+def _effective_expiry(command: Command, default_ttl: float) -> datetime | None:
+    env = command.envelope
+    if env.expires_at is not None:
+        return env.expires_at
+    if env.issued_at is not None:
+        return env.issued_at + timedelta(seconds=default_ttl)
+    return None
+
+
+class CommandWorker:
+    def __init__(
+        self,
+        journal: Journal,
+        view: RegisterView,
+        handlers: dict[str, Handler],
+        config: CommandsConfig,
+        reply: ReplyFn,
+        on_committed: Callable[[list[SealedEvent], LedgerState | None], None],
+        crash_point: CrashPoint,
+    ) -> None:
+        self._journal = journal
+        self._view = view
+        self._handlers = handlers
+        self._config = config
+        self._reply = reply
+        self._on_committed = on_committed
+        self._crash = crash_point
+        self.queue: asyncio.Queue[Command | Rejected] = asyncio.Queue()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def run(self) -> None:
+        while True:
+            item = await self.queue.get()
+            self.idle.clear()
+            try:
+                await self.handle(item)
+            except JournalError as e:
+                # Nothing was acknowledged: the requester's resend will be answered later.
+                _LOGGER.error("journal unavailable, command %s not taken: %s",
+                              getattr(item, "cmd_id", None), e)
+                await self._answer_journal_down(item, e)
+            finally:
+                self.queue.task_done()
+                if self.queue.empty():
+                    self.idle.set()
+
+    async def handle(self, item: Command | Rejected) -> None:
+        if isinstance(item, Rejected):
+            await self._reject(item)
+        else:
+            await self._run_command(item)
+
+    # -- replies ------------------------------------------------------------------------------
+
+    async def _replay(self, stored: CommandRecord, reply_to: str,
+                      correlation: bytes | None) -> None:
+        for reply in (stored.ack, stored.result):
+            if reply is not None:
+                await self._reply({**reply, "duplicate": True}, reply_to, correlation)
+
+    async def _answer_journal_down(self, item: Command | Rejected, error: Exception) -> None:
+        cmd_id = item.envelope.cmd_id if isinstance(item, Command) else item.cmd_id
+        refusal = CommandRefused(ErrorCode.JOURNAL_UNAVAILABLE,
+                                 f"the register cannot write its journal ({error}); nothing was "
+                                 "done — fix the disk, then send the command again")
+        await self._reply(error_reply(cmd_id, item.name, refusal), item.reply_to,
+                          item.correlation)
+
+    # -- rejected before the intent -----------------------------------------------------------
+
+    def _rejection(self, cmd_id: str, name: str | None, requester: str | None,
+                   employee: str | None, reply_to: str, refusal: CommandRefused,
+                   ) -> tuple[CommandRecord, list[EventDraft]]:
+        now = utc_timestamp()
+        result = error_reply(cmd_id, name, refusal)
+        record = CommandRecord(cmd_id, name, requester, "rejected", now, now, reply_to, None,
+                               result)
+        event = EventDraft(
+            EventType.CMD_REJECTED, now, self._view.ledger.open_session.session_id
+            if self._view.ledger.open_session else None,
+            {"command": name, "code": refusal.code.value, "message": refusal.message},
+            {"cmd_id": cmd_id, "requester": requester},
+            {"employee": employee} if employee else None,
+        )
+        return record, [event]
+
+    async def _reject(self, item: Rejected) -> None:
+        if item.cmd_id is None:
+            await self._reply(error_reply(None, item.name, item.refusal), item.reply_to,
+                              item.correlation)
+            return
+        cmd_id = item.cmd_id
+        probe = CommandRecord(cmd_id, item.name, item.requester, "rejected", "", "", None, None,
+                              None)
+        stored, existed, sealed = await self._journal.run(
+            self._journal.file.start_command, probe,
+            lambda: self._rejection(cmd_id, item.name, item.requester, item.employee,
+                                    item.reply_to, item.refusal))
+        if existed:
+            await self._replay(stored, item.reply_to, item.correlation)
+            return
+        self._on_committed(sealed, None)
+        assert stored.result is not None
+        await self._reply(stored.result, item.reply_to, item.correlation)
+
+    # -- the command path ---------------------------------------------------------------------
+
+    async def _run_command(self, cmd: Command) -> None:
+        env = cmd.envelope
+        handler = self._handlers[cmd.name]
+        plans: list[Any] = []
+
+        def decide() -> tuple[CommandRecord, list[EventDraft]]:
+            # Runs on the journal thread inside the transaction; the worker is waiting on it,
+            # so the ledger it reads cannot change meanwhile.
+            expiry = _effective_expiry(cmd, self._config.default_ttl)
+            now = datetime.now(UTC)
+            try:
+                if expiry is not None and (now - expiry).total_seconds() > self._config.clock_skew:
+                    raise CommandRefused(
+                        ErrorCode.EXPIRED,
+                        f"the command expired at {utc_timestamp(expiry)} (now "
+                        f"{utc_timestamp(now)}); nothing was done",
+                        {"expires_at": utc_timestamp(expiry)})
+                plans.append(handler.plan(self._view, cmd.params))
+            except CommandRefused as refusal:
+                return self._rejection(env.cmd_id, cmd.name, env.requester, env.employee,
+                                       cmd.reply_to, refusal)
+            stamp = utc_timestamp(now)
+            record = CommandRecord(env.cmd_id, cmd.name, env.requester, "executing", stamp,
+                                   stamp, cmd.reply_to, ack_reply(env.cmd_id, cmd.name), None)
+            return record, []
+
+        probe = CommandRecord(env.cmd_id, cmd.name, env.requester, "", "", "", None, None, None)
+        stored, existed, sealed = await self._journal.run(
+            self._journal.file.start_command, probe, decide)
+        if existed:
+            await self._replay(stored, cmd.reply_to, cmd.correlation)
+            return
+        if stored.status == "rejected":
+            self._on_committed(sealed, None)
+            assert stored.result is not None
+            await self._reply(stored.result, cmd.reply_to, cmd.correlation)
+            return
+        self._crash("after_intent")
+        assert stored.ack is not None
+        await self._reply(stored.ack, cmd.reply_to, cmd.correlation)
+        self._crash("after_ack")
+        await self._execute(cmd, stored, handler, plans[0])
+
+    async def _execute(self, cmd: Command, stored: CommandRecord, handler: Handler,
+                       plan: Any) -> None:
+        env = cmd.envelope
+        ts = utc_timestamp()
+        outcome: Outcome | None = None
+        try:
+            outcome = await handler.execute(self._view, plan, ts, env.employee)
+            result = ok_reply(env.cmd_id, cmd.name, outcome.data)
+            status = "done"
+        except CommandRefused as refusal:
+            # Carried out and failed (a device said no): the result says why, no state change.
+            result = error_reply(env.cmd_id, cmd.name, refusal)
+            status = "failed"
+        drafts = self._drafts(cmd, outcome, ts)
+        record = replace(stored, status=status, updated_at=ts, result=result)
+        sealed = await self._journal.run(self._journal.file.finish_command, record, drafts)
+        self._on_committed(sealed, outcome.ledger if outcome else None)
+        self._crash("after_result_commit")
+        await self._reply(result, cmd.reply_to, cmd.correlation)
+
+    def _drafts(self, cmd: Command, outcome: Outcome | None, ts: str) -> list[EventDraft]:
+        if outcome is None:
+            return []
+        env = cmd.envelope
+        cause = {"cmd_id": env.cmd_id, "requester": env.requester}
+        actor = {"employee": env.employee} if env.employee else None
+        return [EventDraft(e.type, ts, e.session_id, e.data, cause, actor)
+                for e in outcome.events]

@@ -1,0 +1,144 @@
+"""Turning a ``cmd/{name}`` message into a command, or into the error its sender gets.
+
+Order of checks (each answered with its own code): size before parsing
+(``payload_too_large``), UTF-8 JSON object without duplicate keys (``invalid_json``), a
+readable ``cmd_id`` (else the answer goes to ``res/_invalid`` with ``cmd_id: null``),
+``v`` (``unsupported_version``), the command name (``unknown_command``), then the envelope
+and params schemas (``invalid_payload``, or ``amount_out_of_range`` for an amount outside the
+protocol's bounds).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..contract.commands import CMD_ID_PATTERN, COMMAND_PARAMS, ID_PATTERN, CommandEnvelope
+from ..contract.errors import CommandRefused, ErrorCode
+from ..contract.topics import INVALID_REQUESTER, RegisterTopics
+
+_CMD_ID_RE = re.compile(CMD_ID_PATTERN)
+_ID_RE = re.compile(ID_PATTERN)
+_MAX_ERRORS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    envelope: CommandEnvelope
+    params: BaseModel
+    reply_to: str
+    correlation: bytes | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message that is not a valid command. With a ``cmd_id`` it is journaled as rejected
+    (so a resend gets the same answer); without one it is only answered."""
+
+    name: str | None
+    cmd_id: str | None
+    requester: str | None
+    employee: str | None
+    reply_to: str
+    correlation: bytes | None
+    refusal: CommandRefused
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _describe(error: ValidationError, prefix: str) -> tuple[ErrorCode, str, dict[str, Any]]:
+    items = error.errors(include_url=False, include_input=False)
+    problems = [
+        {"field": ".".join(str(p) for p in (prefix, *e["loc"]) if p != ""), "problem": e["msg"]}
+        for e in items
+    ]
+    # An amount beyond the protocol's bounds (negative, absurd) gets the specific code.
+    bounds = {"greater_than_equal", "less_than_equal"}
+    code = ErrorCode.INVALID_PAYLOAD
+    if items and all(e["type"] in bounds and "amount" in e["loc"] for e in items):
+        code = ErrorCode.AMOUNT_OUT_OF_RANGE
+    head = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:_MAX_ERRORS_SHOWN])
+    more = f" (and {len(problems) - _MAX_ERRORS_SHOWN} more)" if len(problems) > 10 else ""
+    return code, head + more, {"errors": problems[:50]}
+
+
+def reply_topic(topics: RegisterTopics, response_topic: str | None,
+                requester: str | None) -> str:
+    """The command's Response Topic if it is under our ``res/``; else ``res/{requester}``."""
+    if response_topic and topics.is_own_response_topic(response_topic):
+        return response_topic
+    if requester and _ID_RE.match(requester):
+        return topics.res(requester)
+    return topics.res(INVALID_REQUESTER)
+
+
+def parse_command(
+    topics: RegisterTopics, name: str, payload: bytes, response_topic: str | None,
+    correlation: bytes | None, max_bytes: int,
+) -> Command | Rejected:
+    def reject(code: ErrorCode, message: str, *, cmd_id: str | None = None,
+               requester: str | None = None, employee: str | None = None,
+               details: dict[str, Any] | None = None) -> Rejected:
+        return Rejected(name if name in COMMAND_PARAMS else None, cmd_id, requester, employee,
+                        reply_topic(topics, response_topic, requester), correlation,
+                        CommandRefused(code, message, details))
+
+    if len(payload) > max_bytes:
+        return reject(ErrorCode.PAYLOAD_TOO_LARGE,
+                      f"the command is {len(payload)} bytes; this register takes at most "
+                      f"{max_bytes}", details={"size": len(payload), "max": max_bytes})
+    try:
+        body = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except UnicodeDecodeError as e:
+        return reject(ErrorCode.INVALID_JSON, f"the payload is not UTF-8: {e.reason} at byte "
+                      f"{e.start}")
+    except (ValueError, RecursionError) as e:
+        return reject(ErrorCode.INVALID_JSON, f"the payload is not valid JSON: {e}")
+    if not isinstance(body, dict):
+        return reject(ErrorCode.INVALID_JSON,
+                      f"the payload must be a JSON object, not {type(body).__name__}")
+
+    raw_id = body.get("cmd_id")
+    cmd_id = raw_id if isinstance(raw_id, str) and _CMD_ID_RE.match(raw_id) else None
+    raw_requester = body.get("requester")
+    requester = (raw_requester if isinstance(raw_requester, str) and _ID_RE.match(raw_requester)
+                 else None)
+    raw_employee = body.get("employee")
+    employee = raw_employee if isinstance(raw_employee, str) and len(raw_employee) <= 64 else None
+    ids: dict[str, Any] = {"cmd_id": cmd_id, "requester": requester, "employee": employee}
+    if cmd_id is None:
+        return reject(ErrorCode.INVALID_PAYLOAD,
+                      "cmd_id is missing or not a string of 1-128 characters [A-Za-z0-9_.:-]",
+                      requester=requester)
+    if body.get("v") != 1:
+        return reject(ErrorCode.UNSUPPORTED_VERSION,
+                      f"v is {body.get('v')!r}; this register speaks version 1 of the contract",
+                      **ids)
+    params_model = COMMAND_PARAMS.get(name)
+    if params_model is None:
+        return reject(ErrorCode.UNKNOWN_COMMAND,
+                      f"no command {name!r}; known: {', '.join(sorted(COMMAND_PARAMS))}", **ids)
+    try:
+        envelope = CommandEnvelope.model_validate(body)
+    except ValidationError as e:
+        code, message, details = _describe(e, "")
+        return reject(code, message, details=details, **ids)
+    try:
+        params = params_model.model_validate(envelope.params)
+    except ValidationError as e:
+        code, message, details = _describe(e, "params")
+        return reject(code, message, details=details, **ids)
+    return Command(name, envelope, params,
+                   reply_topic(topics, response_topic, envelope.requester), correlation)

@@ -1,0 +1,327 @@
+"""The register service: journal, ledger, command worker, outbox and MQTT, wired together.
+
+Start-up: open the journal, turn commands a crash left ``executing`` into ``indeterminate``,
+fold the journal into the ledger, journal ``daemon.started``, then run (in one TaskGroup) the
+command worker, the MQTT link (which runs the outbox relay and the birth message per
+connection), the ack saver and the ``state`` publisher. Sessions, journal and devices carry on
+while the broker is away; only replies and events wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import aiomqtt
+from pydantic import ValidationError
+
+from .. import __version__
+from ..config import RegisterConfig
+from ..contract.commands import QUERY_COMMANDS, CmdStatusParams
+from ..contract.errors import CommandRefused, ErrorCode
+from ..contract.events import AckMessage, EventType, ResyncRequest, utc_timestamp
+from ..contract.replies import error_reply, ok_reply
+from ..contract.topics import RegisterTopics
+from ..journal.journal import Journal
+from ..journal.store import EventDraft, SealedEvent
+from ..ledger.rules import MoneyPolicy
+from ..ledger.session import LedgerEvent, LedgerState, Session, fold
+from ..mqtt.link import (
+    MqttLink,
+    NotConnected,
+    PublishFailed,
+    message_properties,
+    publish_properties,
+    will_properties,
+)
+from .commands import default_handlers
+from .dispatch import CommandWorker
+from .faults import CrashPoints
+from .intake import Command, Rejected, parse_command
+from .outbox import Outbox
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class RegisterService:
+    """One register. ``run()`` until ``stop()``; the journal is open only inside ``run()``."""
+
+    def __init__(self, config: RegisterConfig, *, crash_points: CrashPoints | None = None) -> None:
+        self.config = config
+        self.topics = RegisterTopics(config.store, config.register_id)
+        self.boot_id = str(uuid.uuid4())
+        self.money = MoneyPolicy(config.money.base_currency, frozenset(config.money.accepted),
+                                 config.money.max_amount)
+        self.ledger = LedgerState()
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._state_changed = asyncio.Event()
+        self._crash = crash_points or CrashPoints.from_env(os.environ)
+        self._conn_seq = 0
+        self._journal: Journal | None = None
+        self._outbox: Outbox | None = None
+        self._worker: CommandWorker | None = None
+        self._link: MqttLink | None = None
+
+    # -- RegisterView ---------------------------------------------------------------------------
+
+    def session_history(self, session_id: str) -> Session | None:
+        """A session folded from its own events (called on the journal thread, in a plan)."""
+        assert self._journal is not None
+        bodies = self._journal.file.session_bodies(session_id)
+        if not bodies:
+            return None
+        state = fold(LedgerEvent.from_envelope(json.loads(b)) for b in bodies)
+        return state.last_closed or state.open_session
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        journal = await Journal.open(self.config.journal.path, self.config.store,
+                                     self.config.register_id, self.boot_id)
+        self._journal = journal
+        try:
+            await self._recover(journal)
+            self._outbox = Outbox(journal, self.topics, self.config.delivery,
+                                  await journal.run(journal.file.load_acks))
+            self._worker = CommandWorker(journal, self, default_handlers(), self.config.commands,
+                                         self._send_reply, self._committed, self._crash.hit)
+            self._link = MqttLink(
+                self.config.broker, client_id=self.topics.client_id,
+                subscriptions=[self.topics.cmd_filter, self.topics.ack_filter,
+                               self.topics.resync],
+                on_message=self._on_message, on_connected=self._on_connected,
+                will=self._will, name=f"register {self.topics.client_id}")
+            await self._append([EventDraft(EventType.DAEMON_STARTED, utc_timestamp(), data={
+                "version": __version__, "boot_id": self.boot_id, "epoch": journal.epoch,
+                "journal_created": journal.file.created})])
+            _LOGGER.info("register %s/%s ready: epoch %s, seq %s, session %s",
+                         self.config.store, self.config.register_id, journal.epoch,
+                         journal.last_seq,
+                         self.ledger.open_session.number if self.ledger.open_session else "none")
+            await self._serve()
+        finally:
+            self._journal = None
+            await journal.close()
+
+    async def _serve(self) -> None:
+        assert self._worker and self._link and self._outbox
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._worker.run(), name="commands"),
+                group.create_task(self._link.run(), name="mqtt"),
+                group.create_task(self._outbox.save_acks(), name="ack-saver"),
+                group.create_task(self._publish_state_on_change(), name="state"),
+            ]
+            self.ready.set()
+            await self._stop.wait()
+            await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Finish the command in hand, journal ``daemon.stopped``, say offline, disconnect."""
+        assert self._worker and self._link
+        try:
+            async with asyncio.timeout(10):
+                await self._worker.idle.wait()
+        except TimeoutError:
+            _LOGGER.warning("a command is still running at shutdown; stopping anyway")
+        tasks[0].cancel()
+        await self._append([EventDraft(EventType.DAEMON_STOPPED, utc_timestamp(),
+                                       data={"boot_id": self.boot_id})])
+        if self._link.is_connected:
+            try:
+                await self._publish_status(online=False)
+            except (NotConnected, PublishFailed) as e:
+                _LOGGER.warning("could not publish offline status: %s", e)
+        for task in tasks[1:]:
+            task.cancel()
+
+    async def _recover(self, journal: Journal) -> None:
+        """Fold the journal; mark commands a crash interrupted as indeterminate."""
+        def load() -> LedgerState:
+            return fold(LedgerEvent.from_envelope(json.loads(b))
+                        for b in journal.file.iter_bodies())
+
+        self.ledger = await journal.run(load)
+        for record in await journal.run(journal.file.interrupted_commands):
+            now = utc_timestamp()
+            refusal = CommandRefused(
+                ErrorCode.INDETERMINATE,
+                f"{record.command} was interrupted by a daemon restart before its result was "
+                "journaled. Session commands are all-or-nothing: the session was not changed. "
+                "Check the state and send a new cmd_id if it is still wanted.",
+                {"journal_effect": "none"})
+            result = error_reply(record.cmd_id, record.command, refusal)
+            draft = EventDraft(
+                EventType.CMD_INDETERMINATE, now,
+                self.ledger.open_session.session_id if self.ledger.open_session else None,
+                {"command": record.command, "received_at": record.received_at,
+                 "journal_effect": "none", "devices": self._device_state()},
+                {"cmd_id": record.cmd_id, "requester": record.requester})
+            await journal.run(journal.file.finish_command,
+                              replace(record, status="indeterminate", updated_at=now,
+                                      result=result), [draft])
+            _LOGGER.warning("command %s (%s) was interrupted by a restart: indeterminate",
+                            record.cmd_id, record.command)
+
+    # -- journal → ledger, outbox, state --------------------------------------------------------
+
+    async def _append(self, drafts: list[EventDraft]) -> None:
+        assert self._journal is not None
+        sealed = await self._journal.run(self._journal.file.append, drafts)
+        self._committed(sealed, None)
+
+    def _committed(self, sealed: list[SealedEvent], ledger: LedgerState | None) -> None:
+        if ledger is not None:
+            self.ledger = ledger
+        if sealed and self._outbox is not None:
+            self._outbox.notify(sealed[-1].seq)
+            self._state_changed.set()
+
+    # -- MQTT -----------------------------------------------------------------------------------
+
+    async def _will(self) -> aiomqtt.Will:
+        assert self._journal is not None
+        self._conn_seq = await self._journal.run(self._journal.file.next_conn_seq)
+        return aiomqtt.Will(self.topics.status, json.dumps(self._status(online=False)), qos=1,
+                            retain=True, properties=will_properties(self.config.broker.will_delay))
+
+    def _status(self, online: bool) -> dict[str, Any]:
+        assert self._journal is not None
+        return {"online": online, "conn_seq": self._conn_seq, "boot_id": self.boot_id,
+                "epoch": self._journal.epoch, "last_seq": self._journal.last_seq,
+                "version": __version__, "ts": utc_timestamp()}
+
+    async def _publish_status(self, online: bool) -> None:
+        assert self._link is not None
+        await self._link.publish(self.topics.status, json.dumps(self._status(online)), qos=1,
+                                 retain=True)
+
+    def _device_state(self) -> dict[str, Any]:
+        unavailable = {"configured": False, "state": "unavailable"}
+        return {"drawer": dict(unavailable), "printer": dict(unavailable), "counters": {}}
+
+    def state_snapshot(self) -> dict[str, Any]:
+        assert self._journal is not None and self._outbox is not None
+        session = self.ledger.open_session
+        last = self.ledger.last_closed
+        return {
+            "v": 1, "store": self.config.store, "register": self.config.register_id,
+            "epoch": self._journal.epoch, "last_seq": self._journal.last_seq,
+            "boot_id": self.boot_id, "ts": utc_timestamp(),
+            "session": session.summary() if session else None,
+            "last_closed": None if last is None else {
+                "session_id": last.session_id, "number": last.number,
+                "closed_at": last.closed.closed_at if last.closed else None,
+                "left_in_drawer": last.closed.left_in_drawer if last.closed else {}},
+            "devices": self._device_state(),
+            "delivery": {"consumers": dict(self._outbox.acked), "pending": self._outbox.pending},
+        }
+
+    async def _publish_state(self) -> None:
+        assert self._link is not None
+        await self._link.publish(self.topics.state, json.dumps(self.state_snapshot()), qos=1,
+                                 retain=True)
+
+    async def _publish_state_on_change(self) -> None:
+        assert self._link is not None
+        while True:
+            await self._state_changed.wait()
+            await self._link.connected.wait()
+            self._state_changed.clear()
+            try:
+                await self._publish_state()
+            except (NotConnected, PublishFailed):
+                self._state_changed.set()  # published again on the next connection
+
+    async def _on_connected(self, link: MqttLink) -> None:
+        assert self._outbox is not None
+        try:
+            await self._publish_status(online=True)
+            await self._publish_state()
+        except (NotConnected, PublishFailed) as e:
+            _LOGGER.warning("birth messages not published: %s", e)
+        await self._outbox.relay(link)
+
+    async def _send_reply(self, reply: dict[str, Any], topic: str,
+                          correlation: bytes | None) -> None:
+        if self._link is None:
+            return
+        try:
+            await self._link.publish(topic, json.dumps(reply, ensure_ascii=False), qos=1,
+                                     properties=publish_properties(correlation=correlation))
+        except (NotConnected, PublishFailed) as e:
+            # The command's outcome is journaled; a resend of the cmd_id gets it again.
+            _LOGGER.info("reply for %s not delivered: %s", reply.get("cmd_id"), e)
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes) else str(
+            message.payload).encode()
+        name = self.topics.command_name(topic)
+        if name is not None:
+            await self._on_command(name, payload, message)
+        elif (consumer := self.topics.consumer_of_ack(topic)) is not None:
+            self._on_ack(consumer, payload)
+        elif topic == self.topics.resync:
+            self._on_resync(payload)
+
+    async def _on_command(self, name: str, payload: bytes, message: aiomqtt.Message) -> None:
+        assert self._worker is not None
+        response_topic, correlation = message_properties(message)
+        item = parse_command(self.topics, name, payload, response_topic, correlation,
+                             self.config.commands.max_payload_bytes)
+        if isinstance(item, Command) and item.name in QUERY_COMMANDS:
+            await self._answer_query(item)
+        elif isinstance(item, Rejected) and item.cmd_id is None:
+            await self._worker.handle(item)  # answered only, nothing journaled
+        else:
+            self._worker.queue.put_nowait(item)
+
+    async def _answer_query(self, cmd: Command) -> None:
+        assert self._journal is not None
+        env = cmd.envelope
+        if isinstance(cmd.params, CmdStatusParams):
+            record = await self._journal.run(self._journal.file.get_command,
+                                             cmd.params.of_cmd_id)
+            if record is None:
+                reply = error_reply(env.cmd_id, cmd.name, CommandRefused(
+                    ErrorCode.UNKNOWN_CMD_ID,
+                    f"no command {cmd.params.of_cmd_id} has reached this register",
+                    {"of_cmd_id": cmd.params.of_cmd_id}))
+            else:
+                reply = ok_reply(env.cmd_id, cmd.name, {"command": record.as_json()})
+        else:
+            reply = ok_reply(env.cmd_id, cmd.name, {"state": self.state_snapshot()})
+        await self._send_reply(reply, cmd.reply_to, cmd.correlation)
+
+    def _on_ack(self, consumer: str, payload: bytes) -> None:
+        assert self._outbox is not None
+        if not payload:
+            return  # a cleared retained ack
+        try:
+            ack = AckMessage.model_validate_json(payload)
+        except ValidationError as e:
+            _LOGGER.warning("unreadable ack from %s ignored: %s", consumer, e.errors()[:1])
+            return
+        if self._outbox.on_ack(consumer, ack.epoch, ack.upto_seq):
+            self._state_changed.set()
+
+    def _on_resync(self, payload: bytes) -> None:
+        assert self._outbox is not None
+        try:
+            request = ResyncRequest.model_validate_json(payload)
+        except ValidationError as e:
+            _LOGGER.warning("unreadable resync request ignored: %s", e.errors()[:1])
+            return
+        _LOGGER.info("resync requested from seq %s", request.from_seq)
+        self._outbox.resync(request.from_seq)
+        self._state_changed.set()

@@ -1,0 +1,1 @@
+"""Test support: a real mosquitto broker and a fault-injecting TCP proxy."""
