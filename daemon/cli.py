@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -102,26 +103,35 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{pair!r}: expected key=value")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise ValueError(f"{pair!r}: expected key=value (dotted keys: a.b=value)")
         value: Any
-        if len(raw) > 3 and raw[-3:].isalpha() and raw[-3:].isupper():
+        if _MONEY_RE.match(raw):
             try:
                 value = MoneyIn(amount=parse_decimal(raw[:-3], raw[-3:]),
                                 currency=raw[-3:]).model_dump()
-            except (MoneyError, ValueError):
-                value = raw
+            except (MoneyError, ValueError) as e:
+                raise ValueError(f"{pair!r}: not an amount of money: {e}") from None
         else:
             try:
                 value = json.loads(raw)
             except ValueError:
                 value = raw
         node = out
-        *parents, leaf = key.split(".")
+        *parents, leaf = parts
         for part in parents:
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"{pair!r}: {part} already has a value")
+            node = child
+        if isinstance(node.get(leaf), dict):
+            raise ValueError(f"{pair!r}: {leaf} already has nested keys")
         node[leaf] = value
     return out
+
+
+_MONEY_RE = re.compile(r"^-?\d+(\.\d+)?[A-Z]{3}$")
 
 
 async def _send(args: argparse.Namespace, params: dict[str, Any]) -> int:

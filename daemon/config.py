@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .contract.topics import ID_RE
 from .ledger.money import is_iso_currency
@@ -103,13 +108,13 @@ class LoggingConfig(_Section):
 
 class RegisterConfig(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="KASSAD_", env_nested_delimiter="__", extra="forbid", frozen=True,
-        populate_by_name=True,
+        env_prefix="KASSAD_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     store: Id
-    # "register" would shadow BaseModel.register (ABCMeta); the file's key stays "register".
-    register_id: Id = Field(alias="register")
+    # The file's key is "register", the environment's KASSAD_REGISTER (see _file_values): the
+    # attribute "register" would shadow BaseModel.register.
+    register_id: Id
     broker: BrokerConfig = BrokerConfig()
     journal: JournalConfig = JournalConfig()
     delivery: DeliveryConfig = DeliveryConfig()
@@ -140,6 +145,7 @@ def _format_errors(path: Path | None, error: ValidationError) -> str:
     lines = [f"{where}: {error.error_count()} problem(s)"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = "register" if key == "register_id" else key
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (misspelt, or not supported by this version)"
@@ -155,6 +161,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such configuration file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
 
@@ -167,8 +175,22 @@ def config_path(explicit: str | Path | None) -> Path | None:
 def load_register_config(explicit: str | Path | None = None) -> RegisterConfig:
     """Load ``--config`` or ``$KASSAD_CONFIG``, with environment overrides; ConfigError if bad."""
     path = config_path(explicit)
-    values = read_toml(path) if path else {}
+    values = _file_values(read_toml(path) if path else {}, path)
     try:
         return RegisterConfig(**values)
     except ValidationError as e:
         raise ConfigError(_format_errors(path, e)) from None
+    except SettingsError as e:
+        raise ConfigError(f"environment (KASSAD_…): {e}") from None
+
+
+def _file_values(values: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """Map the file's ``register`` key (and ``KASSAD_REGISTER``) onto ``register_id``."""
+    values = dict(values)
+    if "register_id" in values:
+        raise ConfigError(f"{path}: register_id: unknown key (the key is 'register')")
+    if "register" in values:
+        values["register_id"] = values.pop("register")
+    if env := os.environ.get("KASSAD_REGISTER"):
+        values["register_id"] = env
+    return values

@@ -17,6 +17,7 @@ events are written in one ``BEGIN IMMEDIATE`` transaction.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 import uuid
@@ -181,7 +182,9 @@ class JournalFile:
     def _init_meta(self) -> tuple[int, bool]:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         if not meta:
-            epoch = int(time.time())
+            # Creation time in the high bits (epochs sort by age), 20 random bits so a journal
+            # recreated in the same second or after the clock went back still gets a new one.
+            epoch = int(time.time()) * 2**20 + secrets.randbelow(2**20)
             with self._transaction() as db:
                 db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
                     ("schema_version", str(SCHEMA_VERSION)), ("store", self.store),

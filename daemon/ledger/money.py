@@ -34,7 +34,7 @@ ISO_4217_EXPONENTS: Mapping[str, int] = {
     for code in codes.split()
 }
 
-_DECIMAL_RE = re.compile(r"^(?P<sign>-)?(?P<whole>\d+)(?:\.(?P<frac>\d+))?$")
+_DECIMAL_RE = re.compile(r"^(?P<sign>-)?(?P<whole>[0-9]+)(?:\.(?P<frac>[0-9]+))?$")
 
 
 class MoneyError(ValueError):

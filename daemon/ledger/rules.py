@@ -124,7 +124,7 @@ def plan_payment(state: LedgerState, policy: MoneyPolicy, params: PaymentRecordP
                                  "params.tendered: a cash sale needs the amount tendered",
                                  {"field": "tendered"})
         tendered = params.tendered
-        change = params.change or MoneyIn(amount=0, currency=policy.base_currency)
+        change = params.change or MoneyIn(amount=0, currency=tendered.currency)
         check_money(policy, tendered, "tendered")
         check_money(policy, change, "change")
         if change.currency != tendered.currency:

@@ -58,6 +58,10 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _describe(error: ValidationError, prefix: str) -> tuple[ErrorCode, str, dict[str, Any]]:
     items = error.errors(include_url=False, include_input=False)
     problems = [
@@ -91,16 +95,19 @@ def parse_command(
     def reject(code: ErrorCode, message: str, *, cmd_id: str | None = None,
                requester: str | None = None, employee: str | None = None,
                details: dict[str, Any] | None = None) -> Rejected:
+        # Without a readable cmd_id the contract answers on res/_invalid, whoever asked.
+        to = (reply_topic(topics, response_topic, requester) if cmd_id is not None
+              else topics.res(INVALID_REQUESTER))
         return Rejected(name if name in COMMAND_PARAMS else None, cmd_id, requester, employee,
-                        reply_topic(topics, response_topic, requester), correlation,
-                        CommandRefused(code, message, details))
+                        to, correlation, CommandRefused(code, message, details))
 
     if len(payload) > max_bytes:
         return reject(ErrorCode.PAYLOAD_TOO_LARGE,
                       f"the command is {len(payload)} bytes; this register takes at most "
                       f"{max_bytes}", details={"size": len(payload), "max": max_bytes})
     try:
-        body = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        body = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+                          parse_constant=_not_json)
     except UnicodeDecodeError as e:
         return reject(ErrorCode.INVALID_JSON, f"the payload is not UTF-8: {e.reason} at byte "
                       f"{e.start}")
@@ -122,9 +129,10 @@ def parse_command(
         return reject(ErrorCode.INVALID_PAYLOAD,
                       "cmd_id is missing or not a string of 1-128 characters [A-Za-z0-9_.:-]",
                       requester=requester)
-    if body.get("v") != 1:
+    version = body.get("v")
+    if type(version) is not int or version != 1:  # True and 1.0 are not 1 here
         return reject(ErrorCode.UNSUPPORTED_VERSION,
-                      f"v is {body.get('v')!r}; this register speaks version 1 of the contract",
+                      f"v is {version!r}; this register speaks version 1 of the contract",
                       **ids)
     params_model = COMMAND_PARAMS.get(name)
     if params_model is None:

@@ -143,6 +143,7 @@ class RegisterService:
                 _LOGGER.warning("could not publish offline status: %s", e)
         for task in tasks[1:]:
             task.cancel()
+        self._state_changed.set()
 
     async def _recover(self, journal: Journal) -> None:
         """Fold the journal; mark commands a crash interrupted as indeterminate."""
@@ -233,9 +234,13 @@ class RegisterService:
 
     async def _publish_state_on_change(self) -> None:
         assert self._link is not None
-        while True:
+        # Stops on the stop flag too: Python 3.11's wait_for (inside aiomqtt's publish) can
+        # swallow a cancellation that races with the PUBACK.
+        while not self._stop.is_set():
             await self._state_changed.wait()
             await self._link.connected.wait()
+            if self._stop.is_set():
+                return
             self._state_changed.clear()
             try:
                 await self._publish_state()

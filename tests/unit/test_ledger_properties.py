@@ -241,7 +241,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.state.open_session.session_id == new_id
             assert self.state.open_session.note == note
 
-    def auto_start_check(self, planned, new_id, was_open):
+    def auto_start_check(self, planned, new_id, was_open, employee):
         if was_open:
             assert len(planned) == 1
             return
@@ -249,11 +249,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert planned[0].session_id == planned[1].session_id == new_id
         hypothesis_event("automatic start" + (" (first)" if self.model.last_left is None else ""))
         # Automatic start: the previous session's amount left is the starting float.
-        self.model.start(self.model.last_left or {}, automatic=True, employee=self.employee)
+        self.model.start(self.model.last_left or {}, automatic=True, employee=employee)
 
     @rule(data=st.data(), employee=st.sampled_from(EMPLOYEES))
     def cash_sale(self, data, employee):
-        self.employee = employee
         currency = self.draw_currency(data)
         tendered = self.draw_amount(data, label="tendered")
         omit_change = currency == self.accepted[0] and data.draw(st.booleans(), label="omit")
@@ -290,7 +289,7 @@ class LedgerMachine(RuleBasedStateMachine):
         planned = self.attempt("sale", reasons, employee, plan_payment, params, new_id)
         if planned is None:
             return
-        self.auto_start_check(planned, new_id, was_open)
+        self.auto_start_check(planned, new_id, was_open, employee)
         s = self.model.open
         bump(s.cash, currency, tendered - change)
         s.pay("cash", currency, tendered - change)
@@ -298,7 +297,6 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), employee=st.sampled_from(EMPLOYEES))
     def cash_refund(self, data, employee):
-        self.employee = employee
         currency = self.draw_currency(data)
         amount = self.draw_amount(data, around=self.drawer_cash(currency))
         reasons = self.money_reasons(currency, amount)
@@ -310,7 +308,7 @@ class LedgerMachine(RuleBasedStateMachine):
         planned = self.attempt("refund", reasons, employee, plan_payment, params, new_id)
         if planned is None:
             return
-        self.auto_start_check(planned, new_id, was_open)
+        self.auto_start_check(planned, new_id, was_open, employee)
         s = self.model.open
         bump(s.cash, currency, -amount)
         s.pay("cash", currency, -amount)
