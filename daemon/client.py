@@ -208,6 +208,10 @@ class KassadClient:
                                    expiry_s=int(ttl) + 1)
         send_now = True
         while True:
+            if send_now and not self._link.is_connected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._retry):
+                        await self._link.connected.wait()
             if send_now and self._link.is_connected:
                 with contextlib.suppress(NotConnected, PublishFailed):
                     await self._link.publish(self.topics.cmd(command), payload, qos=1,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -124,6 +125,9 @@ class MqttLink:
             keepalive=b.keepalive,
             timeout=b.connect_timeout,
             tls_params=tls,
+            # Without TCP_NODELAY a reply written right after another small packet waits for
+            # the peer's delayed ACK (Nagle): ~40 ms added to every command, measured.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         client.pending_calls_threshold = 1000  # our own window bounds in-flight publishes
         return client
