@@ -17,6 +17,9 @@ C. ``kassad run`` as a subprocess against that broker: ``payment.record`` comman
    own (``synchronous=FULL``); every command is two commits (the write-ahead intent, then the
    result with its event), so the ceiling is about half of A.
 
+Every phase also reads the CPU time of each process from /proc (the daemon's event-loop thread
+and its other threads, i.e. the journal's, apart), so the report shows where the time goes.
+
 ``--profile-daemon FILE`` runs the daemon under cProfile (main thread only, i.e. the event loop,
 not the journal thread) and prints its top functions; the figures of such a run are not
 representative.
@@ -33,6 +36,7 @@ import platform
 import pstats
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +66,10 @@ PAYMENT = {"kind": "other", "payment_type": "card", "amount": {"amount": 100, "c
 DEFAULT_LOG_TYPES = "log_type none\n" + "\n".join(
     f"log_type {t}" for t in ("error", "warning", "notice", "information"))
 ROW_BODY = "x" * 600  # about the size of one journaled event body
+# As the daemon's MqttLink does: without it a small packet written right after another waits
+# for the peer's delayed ACK (Nagle), ~40 ms per hop, and the baseline would measure that.
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+SCRIPT = Path(__file__).resolve()
 
 
 @dataclass
@@ -88,6 +96,7 @@ class Sample:
     count: int
     elapsed: float
     latencies: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process/thread
 
     @property
     def rate(self) -> float:
@@ -105,9 +114,50 @@ class Sample:
         return (f"{self.count} in {self.elapsed:.2f} s = {self.rate:,.0f}/s; "
                 f"p50 {self.pct(50):.2f} ms, p99 {self.pct(99):.2f} ms")
 
+    def cpu_per_op(self) -> str:
+        """CPU milliseconds per operation by process, and their sum against the wall time."""
+        if not self.cpu or not self.count:
+            return ""
+        parts = [f"{name} {seconds / self.count * 1000:.2f}" for name, seconds in self.cpu.items()]
+        total = sum(self.cpu.values()) / self.count * 1000
+        wall = self.elapsed / self.count * 1000
+        return (f"CPU ms/op: {', '.join(parts)}; sum {total:.2f} of {wall:.2f} wall "
+                f"({sum(self.cpu.values()) / self.elapsed:.2f} cores busy)")
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+Meter = Callable[[], dict[str, float]]
+
+
+def _stat_cpu(stat: Path) -> float:
+    """utime + stime of a /proc stat file, in seconds (0 if the process is gone)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_meter(**pids: int | None) -> Meter:
+    """CPU seconds so far of each named process; for ``daemon`` the event-loop (main) thread
+    and the other threads (the journal's) apart. Linux /proc, 10 ms resolution."""
+    def read() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, pid in pids.items():
+            if pid is None:
+                continue
+            total = _stat_cpu(Path(f"/proc/{pid}/stat"))
+            if name == "daemon":
+                loop = _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+                out["daemon loop"], out["daemon journal+other"] = loop, total - loop
+            else:
+                out[name] = total
+        return out
+    return read
+
 
 async def run_senders(op: Callable[[], Awaitable[Any]], total: int, senders: int,
-                      cap_s: float) -> Sample:
+                      cap_s: float, meter: Meter | None = None) -> Sample:
     """``total`` calls of ``op`` spread over ``senders`` tasks (stops early at ``cap_s``)."""
     remaining = total
     latencies: list[float] = []
@@ -122,8 +172,12 @@ async def run_senders(op: Callable[[], Awaitable[Any]], total: int, senders: int
             await op()
             latencies.append(time.perf_counter() - t0)
 
+    before = meter() if meter else {}
     await asyncio.gather(*(sender() for _ in range(senders)))
-    return Sample(len(latencies), time.perf_counter() - start, latencies)
+    elapsed = time.perf_counter() - start
+    after = meter() if meter else {}
+    return Sample(len(latencies), elapsed, latencies,
+                  {k: after[k] - before.get(k, 0.0) for k in after})
 
 
 # -- A: bare fsync'd inserts -----------------------------------------------------------------
@@ -156,12 +210,17 @@ def bench_inserts(folder: Path, count: int, cap_s: float) -> Sample:
 # -- B: bare MQTT request/response -----------------------------------------------------------
 
 
+def mqtt_client(port: int, identifier: str) -> aiomqtt.Client:
+    client = aiomqtt.Client(HOST, port, identifier=identifier,
+                            protocol=aiomqtt.ProtocolVersion.V5, socket_options=NODELAY)
+    client.pending_calls_threshold = 1000
+    return client
+
+
 async def echo_server(port: int) -> None:
     """The other end of baseline B (run in its own process): answer each request
     ``replies`` times on its Response Topic, awaiting each PUBACK as the daemon does."""
-    async with aiomqtt.Client(HOST, port, identifier="bench-echo",
-                              protocol=aiomqtt.ProtocolVersion.V5) as client:
-        client.pending_calls_threshold = 1000
+    async with mqtt_client(port, "bench-echo") as client:
         await client.subscribe(REQ_TOPIC, qos=1)
         print("ready", flush=True)
         async for message in client.messages:
@@ -238,21 +297,24 @@ async def child(argv: list[str], log: Path, ready_line: bytes | None = None,
                 await proc.wait()
 
 
-async def bench_echo(port: int, work: Path, counts: Counts, senders: int) -> dict[str, Sample]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(port)]
-    async with child(argv, work / "echo.log", ready_line=b"ready"), aiomqtt.Client(
-            HOST, port, identifier="bench-requester",
-            protocol=aiomqtt.ProtocolVersion.V5) as client:
-        client.pending_calls_threshold = 1000
+async def bench_echo(broker: MosquittoBroker, work: Path, counts: Counts,
+                     senders: int) -> dict[str, Sample]:
+    port = broker.port
+    argv = [sys.executable, str(SCRIPT), "--echo-server", str(port)]
+    async with (child(argv, work / "echo.log", ready_line=b"ready") as echo,
+                mqtt_client(port, "bench-requester") as client):
+        meter = cpu_meter(requester=os.getpid(), echo=echo.pid, broker=broker.pid)
         await client.subscribe(RES_TOPIC, qos=1)
         requester = EchoRequester(client)
         listener = asyncio.create_task(requester.listen())
         try:
             await run_senders(lambda: requester.request(2), counts.warmup, 1, counts.cap_s)
-            one = await run_senders(lambda: requester.request(1), counts.echo, 1, counts.cap_s)
-            two = await run_senders(lambda: requester.request(2), counts.echo, 1, counts.cap_s)
+            one = await run_senders(lambda: requester.request(1), counts.echo, 1, counts.cap_s,
+                                    meter)
+            two = await run_senders(lambda: requester.request(2), counts.echo, 1, counts.cap_s,
+                                    meter)
             many = await run_senders(lambda: requester.request(2), counts.echo_sustained,
-                                     senders, counts.cap_s)
+                                     senders, counts.cap_s, meter)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -292,8 +354,7 @@ async def wait_online(port: int, timeout: float = 20.0) -> None:  # noqa: ASYNC1
     async with asyncio.timeout(timeout):
         while True:
             try:
-                async with aiomqtt.Client(HOST, port, identifier="bench-status",
-                                          protocol=aiomqtt.ProtocolVersion.V5) as client:
+                async with mqtt_client(port, "bench-status") as client:
                     await client.subscribe(status, qos=1)
                     async for message in client.messages:
                         if json.loads(bytes(message.payload)).get("online"):  # type: ignore[arg-type]
@@ -302,8 +363,9 @@ async def wait_online(port: int, timeout: float = 20.0) -> None:  # noqa: ASYNC1
                 await asyncio.sleep(0.1)
 
 
-async def bench_daemon(port: int, work: Path, counts: Counts, senders: int,
+async def bench_daemon(broker_proc: MosquittoBroker, work: Path, counts: Counts, senders: int,
                        profile: Path | None) -> dict[str, Any]:
+    port = broker_proc.port
     journal = work / "journal.db"
     config = write_register_config(work / "register.toml", port, journal)
     prefix = [sys.executable]
@@ -321,6 +383,7 @@ async def bench_daemon(port: int, work: Path, counts: Counts, senders: int,
     try:
         async with child(argv, log) as proc:
             await wait_online(port)
+            meter = cpu_meter(client=os.getpid(), daemon=proc.pid, broker=broker_proc.pid)
             broker = BrokerConfig(host=HOST, port=port)
             # Long retry intervals: a resend would be a duplicate, not a new command.
             async with KassadClient(broker, store=STORE, register=REGISTER, requester="bench",
@@ -330,12 +393,13 @@ async def bench_daemon(port: int, work: Path, counts: Counts, senders: int,
                 await client.send("session.open",
                                   {"starting_float": {"amount": 100000, "currency": "SEK"}})
                 await run_senders(lambda: payment(client), counts.warmup, 1, counts.cap_s)
-                seq = await run_senders(lambda: payment(client), counts.seq, 1, counts.cap_s)
+                seq = await run_senders(lambda: payment(client), counts.seq, 1, counts.cap_s,
+                                        meter)
                 many = await run_senders(lambda: payment(client), counts.sustained, senders,
-                                         counts.cap_s)
+                                         counts.cap_s, meter)
             if proc.returncode is not None:
                 raise RuntimeError(f"the daemon exited with {proc.returncode}")
-    except BaseException:
+    except Exception:
         print(f"--- daemon log tail ({log}) ---", file=sys.stderr)
         print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
         raise
@@ -414,7 +478,8 @@ def report(inserts: Sample, echo: dict[str, Sample], daemon: dict[str, Any], sen
          many.pct(99) / e2m.pct(99)),
     ]
     print()
-    print(f"kassad durable command benchmark{' (--quick: counts cut, not representative)' if quick else ''}")
+    note = " (--quick: counts cut, not representative)" if quick else ""
+    print(f"kassad durable command benchmark{note}")
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()} "
           f"({platform.python_implementation()}), {mosquitto_version()}, "
           f"{platform.system()} {platform.release()}")
@@ -430,6 +495,11 @@ def report(inserts: Sample, echo: dict[str, Sample], daemon: dict[str, Any], sen
     print("ratio = value / baseline. Each command costs two journal commits (the write-ahead")
     print("intent, then the result with its event), both synchronous=FULL, so the ceiling is")
     print("about half the bare insert rate; it also costs two QoS 1 replies (ack, result).")
+    if inserts.pct(50) < 0.5:
+        print(f"Note: a commit costs only {inserts.pct(50):.2f} ms here, so this disk acknowledges "
+              "flushes from a")
+        print("cache (usual in VMs). On a register's SSD or eMMC a flush takes ~1-20 ms, and the")
+        print("two commits per command would then dominate.")
     print()
     print("raw figures:")
     print(f"  A  bare fsync'd inserts (WAL, synchronous=FULL, 1 row/commit): {inserts.describe()}")
@@ -438,6 +508,11 @@ def report(inserts: Sample, echo: dict[str, Sample], daemon: dict[str, Any], sen
     print(f"  B  bare MQTT round trip, 2 replies, {senders} senders: {e2m.describe()}")
     print(f"  C  payment.record, sequential:                 {seq.describe()}")
     print(f"  C  payment.record, {senders} senders:               {many.describe()}")
+    print("where the time goes (CPU per operation, from /proc; this machine has "
+          f"{os.cpu_count()} cores for client, broker and server together):")
+    for label, sample in (("B 2 replies, sequential", e2), (f"B 2 replies, {senders} senders", e2m),
+                          ("C sequential", seq), (f"C {senders} senders", many)):
+        print(f"  {label:<26} {sample.cpu_per_op()}")
     j = daemon["journal"]
     print(f"  journal: commands {j['commands']}, events {j['events']}, "
           f"payment event body {j['payment_body_bytes'] or 0:.0f} bytes; "
@@ -461,12 +536,17 @@ def print_profile(path: Path) -> None:
 async def bench_network(args: argparse.Namespace, counts: Counts, work: Path,
                         broker_log: str) -> tuple[dict[str, Sample], dict[str, Any]]:
     extra = DEFAULT_LOG_TYPES if broker_log == "default" else ""
+    # SIGTERM cancels this task like Ctrl-C does, so the subprocesses and the broker are
+    # stopped by the context managers below and the temp dir is removed.
+    this = asyncio.current_task()
+    assert this is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     with MosquittoBroker(work / "broker", extra_config=extra) as broker:
         print(f"B: bare MQTT round trips through mosquitto on {HOST}:{broker.port} …",
               flush=True)
-        echo = await bench_echo(broker.port, work, counts, args.senders)
+        echo = await bench_echo(broker, work, counts, args.senders)
         print("C: the register daemon (kassad run, subprocess) …", flush=True)
-        daemon = await bench_daemon(broker.port, work, counts, args.senders,
+        daemon = await bench_daemon(broker, work, counts, args.senders,
                                     args.profile_daemon)
     return echo, daemon
 
@@ -494,6 +574,7 @@ def main() -> int:
         return 0
 
     counts = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
     if args.profile_daemon is not None:
         args.profile_daemon = args.profile_daemon.resolve()
     work = Path(tempfile.mkdtemp(prefix="kassad-bench-", dir=args.dir))
@@ -505,6 +586,9 @@ def main() -> int:
         report(inserts, echo, daemon, args.senders, work, args.broker_log, args.quick)
         if args.profile_daemon is not None:
             print_profile(args.profile_daemon)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         if args.keep:
             print(f"kept {work}")
