@@ -71,6 +71,7 @@ class DeliveryConfig(_Section):
     resend_after_max: Seconds = 60.0
     publish_timeout: Seconds = 10.0
     batch: int = Field(200, ge=1, le=10_000, description="events read from the journal at once")
+    state_interval: Seconds = Field(0.25, description="at most one retained state per interval")
 
 
 class MoneyConfig(_Section):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +29,9 @@ from .intake import Command, Rejected
 
 _LOGGER = logging.getLogger(__name__)
 
-ReplyFn = Callable[[dict[str, Any], str, bytes | None], Awaitable[None]]
+# Sends a reply without waiting for the broker: the outcome is journaled already, and a resend
+# of the cmd_id gets it again, so the next command need not wait for this PUBACK.
+ReplyFn = Callable[[dict[str, Any], str, bytes | None], None]
 CrashPoint = Callable[[str], None]
 
 
@@ -92,14 +94,14 @@ class CommandWorker:
                       correlation: bytes | None) -> None:
         for reply in (stored.ack, stored.result):
             if reply is not None:
-                await self._reply({**reply, "duplicate": True}, reply_to, correlation)
+                self._reply({**reply, "duplicate": True}, reply_to, correlation)
 
     async def _answer_journal_down(self, item: Command | Rejected, error: Exception) -> None:
         cmd_id = item.envelope.cmd_id if isinstance(item, Command) else item.cmd_id
         refusal = CommandRefused(ErrorCode.JOURNAL_UNAVAILABLE,
                                  f"the register cannot write its journal ({error}); nothing was "
                                  "done — fix the disk, then send the command again")
-        await self._reply(error_reply(cmd_id, item.name, refusal), item.reply_to,
+        self._reply(error_reply(cmd_id, item.name, refusal), item.reply_to,
                           item.correlation)
 
     # -- rejected before the intent -----------------------------------------------------------
@@ -122,7 +124,7 @@ class CommandWorker:
 
     async def _reject(self, item: Rejected) -> None:
         if item.cmd_id is None:
-            await self._reply(error_reply(None, item.name, item.refusal), item.reply_to,
+            self._reply(error_reply(None, item.name, item.refusal), item.reply_to,
                               item.correlation)
             return
         cmd_id = item.cmd_id
@@ -137,7 +139,7 @@ class CommandWorker:
             return
         self._on_committed(sealed, None)
         assert stored.result is not None
-        await self._reply(stored.result, item.reply_to, item.correlation)
+        self._reply(stored.result, item.reply_to, item.correlation)
 
     # -- the command path ---------------------------------------------------------------------
 
@@ -176,11 +178,11 @@ class CommandWorker:
         if stored.status == "rejected":
             self._on_committed(sealed, None)
             assert stored.result is not None
-            await self._reply(stored.result, cmd.reply_to, cmd.correlation)
+            self._reply(stored.result, cmd.reply_to, cmd.correlation)
             return
         self._crash("after_intent")
         assert stored.ack is not None
-        await self._reply(stored.ack, cmd.reply_to, cmd.correlation)
+        self._reply(stored.ack, cmd.reply_to, cmd.correlation)
         self._crash("after_ack")
         await self._execute(cmd, stored, handler, plans[0])
 
@@ -202,7 +204,7 @@ class CommandWorker:
         sealed = await self._journal.run(self._journal.file.finish_command, record, drafts)
         self._on_committed(sealed, outcome.ledger if outcome else None)
         self._crash("after_result_commit")
-        await self._reply(result, cmd.reply_to, cmd.correlation)
+        self._reply(result, cmd.reply_to, cmd.correlation)
 
     def _drafts(self, cmd: Command, outcome: Outcome | None, ts: str) -> list[EventDraft]:
         if outcome is None:

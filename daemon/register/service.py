@@ -67,6 +67,7 @@ class RegisterService:
         self._outbox: Outbox | None = None
         self._worker: CommandWorker | None = None
         self._link: MqttLink | None = None
+        self._reply_tasks: set[asyncio.Task[None]] = set()
 
     # -- RegisterView ---------------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class RegisterService:
             self._outbox = Outbox(journal, self.topics, self.config.delivery,
                                   await journal.run(journal.file.load_acks))
             self._worker = CommandWorker(journal, self, default_handlers(), self.config.commands,
-                                         self._send_reply, self._committed, self._crash.hit)
+                                         self._reply_soon, self._committed, self._crash.hit)
             self._link = MqttLink(
                 self.config.broker, client_id=self.topics.client_id,
                 subscriptions=[self.topics.cmd_filter, self.topics.ack_filter,
@@ -246,6 +247,8 @@ class RegisterService:
                 await self._publish_state()
             except (NotConnected, PublishFailed):
                 self._state_changed.set()  # published again on the next connection
+            # Changes during a burst are folded into one snapshot per interval.
+            await asyncio.sleep(self.config.delivery.state_interval)
 
     async def _on_connected(self, link: MqttLink) -> None:
         assert self._outbox is not None
@@ -255,6 +258,14 @@ class RegisterService:
         except (NotConnected, PublishFailed) as e:
             _LOGGER.warning("birth messages not published: %s", e)
         await self._outbox.relay(link)
+
+    def _reply_soon(self, reply: dict[str, Any], topic: str, correlation: bytes | None) -> None:
+        # Tasks start in creation order and aiomqtt hands the packet to paho before its first
+        # await, so an ack still leaves before its result.
+        task = asyncio.get_running_loop().create_task(
+            self._send_reply(reply, topic, correlation))
+        self._reply_tasks.add(task)
+        task.add_done_callback(self._reply_tasks.discard)
 
     async def _send_reply(self, reply: dict[str, Any], topic: str,
                           correlation: bytes | None) -> None:
