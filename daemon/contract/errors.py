@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     INDETERMINATE = "indeterminate"
     UNKNOWN_CMD_ID = "unknown_cmd_id"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
+    INTERNAL_ERROR = "internal_error"
 
 
 class CommandRefused(Exception):

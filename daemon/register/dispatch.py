@@ -76,7 +76,17 @@ class CommandWorker:
                 # Nothing was acknowledged: the requester's resend will be answered later.
                 _LOGGER.error("journal unavailable, command %s not taken: %s",
                               getattr(item, "cmd_id", None), e)
-                await self._answer_journal_down(item, e)
+                self._answer(item, ErrorCode.JOURNAL_UNAVAILABLE,
+                             f"the register cannot write its journal ({e}); nothing was done "
+                             "— fix the disk, then send the command again")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug must not take the register down, nor crash-loop on a resent command.
+                _LOGGER.exception("command %s failed inside kassad", getattr(item, "name", None))
+                self._answer(item, ErrorCode.INTERNAL_ERROR,
+                             "kassad failed on this command (a bug, logged on the register); "
+                             "ask cmd.status before sending it again")
             finally:
                 self.queue.task_done()
                 if self.queue.empty():
@@ -96,13 +106,10 @@ class CommandWorker:
             if reply is not None:
                 self._reply({**reply, "duplicate": True}, reply_to, correlation)
 
-    async def _answer_journal_down(self, item: Command | Rejected, error: Exception) -> None:
+    def _answer(self, item: Command | Rejected, code: ErrorCode, message: str) -> None:
         cmd_id = item.envelope.cmd_id if isinstance(item, Command) else item.cmd_id
-        refusal = CommandRefused(ErrorCode.JOURNAL_UNAVAILABLE,
-                                 f"the register cannot write its journal ({error}); nothing was "
-                                 "done — fix the disk, then send the command again")
-        self._reply(error_reply(cmd_id, item.name, refusal), item.reply_to,
-                          item.correlation)
+        self._reply(error_reply(cmd_id, item.name, CommandRefused(code, message)), item.reply_to,
+                    item.correlation)
 
     # -- rejected before the intent -----------------------------------------------------------
 

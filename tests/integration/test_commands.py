@@ -251,3 +251,23 @@ async def test_session_errors_with_an_open_session(pos: KassadClient,
     assert register.ledger.open_session.expected_cash() == {"SEK": 10000}
     report = await pos.send("session.report", {"kind": "x"})
     assert report.data["report"]["session"]["expected_cash"] == {"SEK": 10000}
+
+
+class _Broken:
+    """A handler with a bug: the register must answer and keep serving."""
+
+    def plan(self, view: Any, params: Any) -> Any:
+        raise RuntimeError("boom")
+
+    async def execute(self, *args: Any) -> Any:  # pragma: no cover - plan raises
+        raise AssertionError
+
+
+async def test_a_bug_in_a_handler_is_answered_and_the_register_goes_on(
+        pos: KassadClient, register: RegisterService) -> None:
+    assert register._worker is not None
+    register._worker._handlers["session.report"] = _Broken()
+    with pytest.raises(ERRORS[ErrorCode.INTERNAL_ERROR]):
+        await pos.send("session.report", {"kind": "x"})
+    opened = await pos.send("session.open", {"starting_float": sek(100)})
+    assert opened.data["session"]["expected_cash"] == {"SEK": 100}
