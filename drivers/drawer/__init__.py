@@ -1,0 +1,1 @@
+"""The cash drawer: the sensor-driven state machine and its kick paths."""

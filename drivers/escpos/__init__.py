@@ -1,0 +1,1 @@
+"""ESC/POS: the encoder (python-escpos as a byte generator), status parsing, the printer."""

@@ -1,0 +1,1 @@
+"""Async byte transports: TCP, serial (pty works), USB (pyusb), and reconnection."""
