@@ -9,9 +9,17 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -99,8 +107,92 @@ class CommandsConfig(_Section):
     )
 
 
+def _usb_id(value: Any) -> Any:
+    """USB ids as people write them: 0x04b8, "04b8", "0x04B8" or 1208."""
+    if isinstance(value, str):
+        try:
+            return int(value, 16)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a hexadecimal USB id") from None
+    return value
+
+
+UsbId = Annotated[int, BeforeValidator(_usb_id), Field(ge=0, le=0xFFFF)]
+BAUD_RATES = (2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+class TcpTransportConfig(_Section):
+    kind: Literal["tcp"]
+    host: str
+    port: int = Field(9100, ge=1, le=65535)
+
+
+class SerialTransportConfig(_Section):
+    kind: Literal["serial"]
+    path: Path = Field(description="/dev/ttyUSB0, /dev/kassad/printer0, or a pty")
+    baudrate: int = 19200
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    flow: Literal["none", "xonxoff", "rtscts", "dsrdtr"] = "none"
+
+    @model_validator(mode="after")
+    def _baud(self) -> SerialTransportConfig:
+        if self.baudrate not in BAUD_RATES:
+            raise ValueError(f"baudrate {self.baudrate} is not one of {BAUD_RATES}")
+        return self
+
+
+class UsbTransportConfig(_Section):
+    kind: Literal["usb"]
+    vendor_id: UsbId
+    product_id: UsbId
+    serial_number: str | None = Field(None, description="tells two identical printers apart")
+    interface: int = Field(0, ge=0, le=15)
+
+
+TransportConfig = Annotated[
+    TcpTransportConfig | SerialTransportConfig | UsbTransportConfig, Field(discriminator="kind")
+]
+
+
+class PrinterConfig(_Section):
+    model: str = Field("TM-T20II", description="printer model: columns, dots, code page")
+    transport: TransportConfig
+    open_timeout: Seconds = 5.0
+    write_timeout: Seconds = 10.0
+    status_interval: Seconds = Field(1.0, description="DLE EOT status poll period")
+    status_timeout: Seconds = Field(1.0, description="no status reply in this time: offline")
+    reconnect_min: Seconds = 0.5
+    reconnect_max: Seconds = 30.0
+    receipt_expiry: Seconds = Field(300.0, description="a receipt not printed by then expires")
+    completion_timeout: Seconds = Field(30.0, description="wait for GS ( H after the last byte")
+    asb: bool = Field(True, description="Automatic Status Back: changes reported at once")
+
+
+class DrawerConfig(_Section):
+    via: Literal["printer"] = Field("printer", description="kicked through the printer's port")
+    pin: Literal[2, 5] = 2
+    pulse_on_ms: int = Field(100, ge=2, le=510)
+    pulse_off_ms: int = Field(100, ge=2, le=510)
+    realtime_kick: bool = Field(True, description="DLE DC4: never waits behind print data")
+    open_level: Literal["low", "high"] = Field("low", description="pin 3 level when open")
+    open_timeout: Seconds = Field(1.5, description="a kick that has not opened it by then …")
+    kick_retries: int = Field(1, ge=0, le=3, description="… is sent again this many times")
+    left_open_after: Seconds = Field(60.0, description="alarm when open longer than this")
+    max_kick_age: Seconds = Field(10.0, description="a kick older than this is never run")
+
+
 class DevicesConfig(_Section):
-    """Printer, drawer and counters (filled in by the device issues); none configured yet."""
+    """The register's hardware; a device not configured answers device_unavailable."""
+
+    printer: PrinterConfig | None = None
+    drawer: DrawerConfig | None = None
+
+    @model_validator(mode="after")
+    def _drawer_needs_printer(self) -> DevicesConfig:
+        if self.drawer is not None and self.drawer.via == "printer" and self.printer is None:
+            raise ValueError("drawer.via = printer needs a [devices.printer]")
+        return self
 
 
 class LoggingConfig(_Section):

@@ -36,6 +36,9 @@ class Plan:
 
     events: list[PlannedEvent] = field(default_factory=list)
     payload: Any = None
+    # Device commands run beside the worker (a receipt waiting for paper must not hold up
+    # payments); session commands run in line, in the order they came.
+    background: bool = False
 
 
 @dataclass

@@ -65,6 +65,7 @@ class CommandWorker:
         self.queue: asyncio.Queue[Command | Rejected] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.idle.set()
+        self.running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         while True:
@@ -191,7 +192,34 @@ class CommandWorker:
         assert stored.ack is not None
         self._reply(stored.ack, cmd.reply_to, cmd.correlation)
         self._crash("after_ack")
-        await self._execute(cmd, stored, handler, plans[0])
+        plan = plans[0]
+        if getattr(plan, "background", False):
+            task = asyncio.get_running_loop().create_task(
+                self._execute_logged(cmd, stored, handler, plan), name=f"cmd-{cmd.name}")
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+        else:
+            await self._execute(cmd, stored, handler, plan)
+
+    async def _execute_logged(self, cmd: Command, stored: CommandRecord, handler: Handler,
+                              plan: Any) -> None:
+        try:
+            await self._execute(cmd, stored, handler, plan)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Left ``executing``: the next start makes it indeterminate, never re-runs it.
+            _LOGGER.exception("device command %s failed inside kassad", stored.cmd_id)
+            self._answer(cmd, ErrorCode.INTERNAL_ERROR,
+                         "kassad failed on this command (a bug, logged on the register); "
+                         "ask cmd.status before sending it again")
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait for device commands in progress; False if some are still running."""
+        if not self.running:
+            return True
+        _, pending = await asyncio.wait(set(self.running), timeout=timeout)
+        return not pending
 
     async def _execute(self, cmd: Command, stored: CommandRecord, handler: Handler,
                        plan: Any) -> None:

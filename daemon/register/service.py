@@ -30,7 +30,7 @@ from ..contract.topics import RegisterTopics
 from ..journal.journal import Journal
 from ..journal.store import EventDraft, SealedEvent
 from ..ledger.rules import MoneyPolicy
-from ..ledger.session import LedgerEvent, LedgerState, Session, fold
+from ..ledger.session import LedgerEvent, LedgerState, Session, apply, fold
 from ..mqtt.link import (
     MqttLink,
     NotConnected,
@@ -135,6 +135,9 @@ class RegisterService:
         except TimeoutError:
             _LOGGER.warning("a command is still running at shutdown; stopping anyway")
         tasks[0].cancel()
+        if not await self._worker.drain(timeout=20):
+            _LOGGER.warning("device commands still running at shutdown: they will be "
+                            "indeterminate at the next start")
         await self._append([EventDraft(EventType.DAEMON_STOPPED, utc_timestamp(),
                                        data={"boot_id": self.boot_id})])
         if self._link.is_connected:
@@ -177,8 +180,11 @@ class RegisterService:
     # -- journal → ledger, outbox, state --------------------------------------------------------
 
     async def _append(self, drafts: list[EventDraft]) -> None:
+        """Journal events that come from no command (devices, life cycle) and fold them."""
         assert self._journal is not None
         sealed = await self._journal.run(self._journal.file.append, drafts)
+        for event in sealed:
+            apply(self.ledger, LedgerEvent.from_envelope(json.loads(event.body)))
         self._committed(sealed, None)
 
     def _committed(self, sealed: list[SealedEvent], ledger: LedgerState | None) -> None:
