@@ -29,7 +29,7 @@ from typing import Any
 
 from ..contract.events import GENESIS_HASH, canonical_json, event_hash
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: print_jobs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +59,16 @@ CREATE TABLE IF NOT EXISTS commands (
     result         TEXT
 );
 CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
+CREATE TABLE IF NOT EXISTS print_jobs (
+    job_id      TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    reason      TEXT,
+    created_at  TEXT NOT NULL,
+    expires_at  REAL NOT NULL,
+    data        BLOB NOT NULL,
+    info        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS print_jobs_state ON print_jobs(state);
 CREATE TABLE IF NOT EXISTS consumer_acks (
     consumer TEXT PRIMARY KEY,
     epoch    INTEGER NOT NULL,
@@ -197,9 +207,14 @@ class JournalFile:
                 f"{meta.get('register')}, not {self.store}/{self.register}; "
                 "point journal.path at this register's own file"
             )
-        if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
             raise JournalError(f"{self.path} was written by a newer kassad (schema "
                                f"{meta['schema_version']} > {SCHEMA_VERSION})")
+        if version < SCHEMA_VERSION:  # the tables were added by CREATE … IF NOT EXISTS
+            with self._transaction() as db:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                           (str(SCHEMA_VERSION),))
         return int(meta["epoch"]), False
 
     # -- events -------------------------------------------------------------------------------
@@ -315,3 +330,42 @@ class JournalFile:
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'conn_seq'")
             row = db.execute("SELECT value FROM meta WHERE key = 'conn_seq'").fetchone()
             return int(row[0])
+
+    # -- print jobs ---------------------------------------------------------------------------
+
+    def put_job(self, job: PrintJobRecord, drafts: list[EventDraft]) -> list[SealedEvent]:
+        """Store a job (new, or its new state) with the events that say so, in one transaction."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO print_jobs(job_id, state, reason, created_at, expires_at,"
+                " data, info) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job.job_id, job.state, job.reason, job.created_at, job.expires_at, job.data,
+                 json.dumps(job.info)))
+            return [self._seal(db, d) for d in drafts]
+
+    def unfinished_jobs(self) -> list[PrintJobRecord]:
+        rows = self._db.execute(
+            "SELECT job_id, state, reason, created_at, expires_at, data, info FROM print_jobs "
+            "WHERE state IN ('accepted', 'waiting', 'printing') ORDER BY created_at").fetchall()
+        return [PrintJobRecord(r[0], r[1], r[2], r[3], float(r[4]), bytes(r[5]),
+                               dict(json.loads(r[6]))) for r in rows]
+
+    def get_job(self, job_id: str) -> PrintJobRecord | None:
+        r = self._db.execute(
+            "SELECT job_id, state, reason, created_at, expires_at, data, info FROM print_jobs "
+            "WHERE job_id = ?", (job_id,)).fetchone()
+        return None if r is None else PrintJobRecord(r[0], r[1], r[2], r[3], float(r[4]),
+                                                     bytes(r[5]), dict(json.loads(r[6])))
+
+
+@dataclass(frozen=True, slots=True)
+class PrintJobRecord:
+    """A durable print job: ``job_id`` is the command id; ``expires_at`` is Unix time."""
+
+    job_id: str
+    state: str  # accepted, waiting, printing, printed, failed, expired, indeterminate
+    reason: str | None
+    created_at: str
+    expires_at: float
+    data: bytes
+    info: dict[str, Any]
