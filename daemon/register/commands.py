@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from ..contract.commands import (
+    CommandEnvelope,
     PaymentRecordParams,
     SessionAdjustParams,
     SessionCloseParams,
@@ -63,7 +64,7 @@ class RegisterView(Protocol):
 
 
 class Handler(Protocol):
-    def plan(self, view: RegisterView, params: BaseModel) -> Plan: ...
+    def plan(self, view: RegisterView, params: BaseModel, envelope: CommandEnvelope) -> Plan: ...
 
     async def execute(self, view: RegisterView, plan: Plan, ts: str,
                       employee: str | None) -> Outcome: ...
@@ -80,7 +81,7 @@ def _trial_fold(view: RegisterView, events: list[PlannedEvent], ts: str,
 class _LedgerHandler:
     """Base of the session commands: plan with the ledger rules, execute by folding."""
 
-    def plan(self, view: RegisterView, params: BaseModel) -> Plan:
+    def plan(self, view: RegisterView, params: BaseModel, envelope: CommandEnvelope) -> Plan:
         return Plan(events=self.plan_events(view, params))
 
     def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
@@ -134,7 +135,7 @@ class SessionReport:
     """X report: the open session's figures; Z report: a closed session's (the last one, or
     ``session_id``). Printing needs the receipt printer."""
 
-    def plan(self, view: RegisterView, params: BaseModel) -> Plan:
+    def plan(self, view: RegisterView, params: BaseModel, envelope: CommandEnvelope) -> Plan:
         assert isinstance(params, SessionReportParams)
         if params.print:
             raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
@@ -171,7 +172,7 @@ class DeviceUnavailable:
         self._device = device
         self._key = config_key
 
-    def plan(self, view: RegisterView, params: BaseModel) -> Plan:
+    def plan(self, view: RegisterView, params: BaseModel, envelope: CommandEnvelope) -> Plan:
         raise CommandRefused(
             ErrorCode.DEVICE_UNAVAILABLE,
             f"no {self._device} is configured on this register ({self._key})",

@@ -168,7 +168,7 @@ class CommandWorker:
                         f"the command expired at {utc_timestamp(expiry)} (now "
                         f"{utc_timestamp(now)}); nothing was done",
                         {"expires_at": utc_timestamp(expiry)})
-                plans.append(handler.plan(self._view, cmd.params))
+                plans.append(handler.plan(self._view, cmd.params, env))
             except CommandRefused as refusal:
                 return self._rejection(env.cmd_id, cmd.name, env.requester, env.employee,
                                        cmd.reply_to, refusal)

@@ -256,7 +256,7 @@ async def test_session_errors_with_an_open_session(pos: KassadClient,
 class _Broken:
     """A handler with a bug: the register must answer and keep serving."""
 
-    def plan(self, view: Any, params: Any) -> Any:
+    def plan(self, view: Any, params: Any, envelope: Any) -> Any:
         raise RuntimeError("boom")
 
     async def execute(self, *args: Any) -> Any:  # pragma: no cover - plan raises
