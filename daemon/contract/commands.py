@@ -22,7 +22,10 @@ from pydantic import (
     StrictInt,
     StrictStr,
     field_validator,
+    model_validator,
 )
+
+from kassad.drivers.escpos.document import ReceiptDocument
 
 # Largest amount the protocol carries: sums of many stay far inside SQLite's and JSON's 2**53.
 MAX_AMOUNT = 10**13
@@ -78,13 +81,24 @@ class DrawerOpenParams(_Model):
 
 
 class PrintReceiptParams(_Model):
-    document: dict[str, Any]
+    """A receipt ``document``, or ``reprint_of`` an earlier job's cmd_id (printed again,
+    marked as a copy: the only way a receipt is ever printed twice)."""
+
+    document: ReceiptDocument | None = None
+    reprint_of: Annotated[StrictStr, Field(pattern=CMD_ID_PATTERN)] | None = None
     open_drawer: StrictBool = False
     copies: Annotated[StrictInt, Field(ge=1, le=5)] = 1
 
+    @model_validator(mode="after")
+    def _one_source(self) -> PrintReceiptParams:
+        if (self.document is None) == (self.reprint_of is None):
+            raise ValueError("give either document or reprint_of")
+        return self
+
 
 class PrintRawParams(_Model):
-    data: Annotated[StrictStr, Field(max_length=1_000_000, description="base64 ESC/POS bytes")]
+    data: Annotated[StrictStr, Field(min_length=1, max_length=1_000_000,
+                                     description="base64 ESC/POS bytes")]
 
 
 class SessionOpenParams(_Model):

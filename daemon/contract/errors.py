@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_CMD_ID = "unknown_cmd_id"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
     INTERNAL_ERROR = "internal_error"
+    KICK_FAILED = "kick_failed"
+    PRINT_FAILED = "print_failed"
 
 
 class CommandRefused(Exception):

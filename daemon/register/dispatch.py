@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -213,6 +213,27 @@ class CommandWorker:
             self._answer(cmd, ErrorCode.INTERNAL_ERROR,
                          "kassad failed on this command (a bug, logged on the register); "
                          "ask cmd.status before sending it again")
+
+    def resume(self, stored: CommandRecord,
+               work: Coroutine[Any, Any, dict[str, Any]]) -> None:
+        """Finish a device command found in progress at start-up (a receipt still queued)."""
+        async def finish() -> None:
+            command = stored.command or ""
+            try:
+                result = ok_reply(stored.cmd_id, command, await work)
+                status = "done"
+            except CommandRefused as refusal:
+                result = error_reply(stored.cmd_id, command, refusal)
+                status = "failed"
+            record = replace(stored, status=status, updated_at=utc_timestamp(), result=result)
+            sealed = await self._journal.run(self._journal.file.finish_command, record, [])
+            self._on_committed(sealed, None)
+            if stored.response_topic:
+                self._reply(result, stored.response_topic, None)
+
+        task = asyncio.get_running_loop().create_task(finish(), name=f"resume-{stored.cmd_id}")
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait for device commands in progress; False if some are still running."""

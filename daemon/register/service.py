@@ -28,7 +28,7 @@ from ..contract.events import AckMessage, EventType, ResyncRequest, utc_timestam
 from ..contract.replies import error_reply, ok_reply
 from ..contract.topics import RegisterTopics
 from ..journal.journal import Journal
-from ..journal.store import EventDraft, SealedEvent
+from ..journal.store import CommandRecord, EventDraft, PrintJobRecord, SealedEvent
 from ..ledger.rules import MoneyPolicy
 from ..ledger.session import LedgerEvent, LedgerState, Session, apply, fold
 from ..mqtt.link import (
@@ -40,6 +40,8 @@ from ..mqtt.link import (
     will_properties,
 )
 from .commands import default_handlers
+from .device_commands import device_handlers, job_result
+from .devices import Devices
 from .dispatch import CommandWorker
 from .faults import CrashPoints
 from .intake import Command, Rejected, parse_command
@@ -51,7 +53,8 @@ _LOGGER = logging.getLogger(__name__)
 class RegisterService:
     """One register. ``run()`` until ``stop()``; the journal is open only inside ``run()``."""
 
-    def __init__(self, config: RegisterConfig, *, crash_points: CrashPoints | None = None) -> None:
+    def __init__(self, config: RegisterConfig, *, crash_points: CrashPoints | None = None,
+                 usb_backend: Any = None) -> None:
         self.config = config
         self.topics = RegisterTopics(config.store, config.register_id)
         self.boot_id = str(uuid.uuid4())
@@ -68,6 +71,9 @@ class RegisterService:
         self._worker: CommandWorker | None = None
         self._link: MqttLink | None = None
         self._reply_tasks: set[asyncio.Task[None]] = set()
+        self._usb_backend = usb_backend
+        self.devices: Devices | None = None
+        self._resumable: list[tuple[CommandRecord, PrintJobRecord]] = []
 
     # -- RegisterView ---------------------------------------------------------------------------
 
@@ -79,6 +85,11 @@ class RegisterService:
             return None
         state = fold(LedgerEvent.from_envelope(json.loads(b)) for b in bodies)
         return state.last_closed or state.open_session
+
+    def print_job(self, job_id: str) -> PrintJobRecord | None:
+        """A print job of the journal (called on the journal thread, in a plan)."""
+        assert self._journal is not None
+        return self._journal.file.get_job(job_id)
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -93,7 +104,10 @@ class RegisterService:
             await self._recover(journal)
             self._outbox = Outbox(journal, self.topics, self.config.delivery,
                                   await journal.run(journal.file.load_acks))
-            self._worker = CommandWorker(journal, self, default_handlers(), self.config.commands,
+            self.devices = Devices(self.config.devices, emit=self._append,
+                                   save_job=self._save_job, usb_backend=self._usb_backend)
+            handlers = {**default_handlers(), **device_handlers(self.config.devices)}
+            self._worker = CommandWorker(journal, self, handlers, self.config.commands,
                                          self._reply_soon, self._committed, self._crash.hit)
             self._link = MqttLink(
                 self.config.broker, client_id=self.topics.client_id,
@@ -122,6 +136,9 @@ class RegisterService:
                 group.create_task(self._outbox.save_acks(), name="ack-saver"),
                 group.create_task(self._publish_state_on_change(), name="state"),
             ]
+            assert self.devices is not None
+            tasks.append(group.create_task(self.devices.run(), name="devices"))
+            self._resume_print_jobs()
             self.ready.set()
             await self._stop.wait()
             await self._shutdown(tasks)
@@ -158,18 +175,24 @@ class RegisterService:
         self.ledger = await journal.run(load)
         for record in await journal.run(journal.file.interrupted_commands):
             now = utc_timestamp()
-            refusal = CommandRefused(
-                ErrorCode.INDETERMINATE,
-                f"{record.command} was interrupted by a daemon restart before its result was "
-                "journaled. Session commands are all-or-nothing: the session was not changed. "
-                "Check the state and send a new cmd_id if it is still wanted.",
-                {"journal_effect": "none"})
+            job = (await journal.run(journal.file.get_job, record.cmd_id)
+                   if record.command in ("print.receipt", "print.raw") else None)
+            if job is not None and job.state in ("accepted", "waiting"):
+                self._resumable.append((record, job))  # not started: it prints when it can
+                continue
+            if job is not None:  # it was being sent: part of it may be on paper
+                await journal.run(journal.file.put_job, replace(
+                    job, state="indeterminate", reason="the daemon stopped while sending it"),
+                    [EventDraft("print.job", now, data={
+                        "job_id": job.job_id, "state": "indeterminate",
+                        "reason": "the daemon stopped while sending it"})])
+            refusal = CommandRefused(ErrorCode.INDETERMINATE, *_interrupted(record.command, job))
             result = error_reply(record.cmd_id, record.command, refusal)
             draft = EventDraft(
                 EventType.CMD_INDETERMINATE, now,
                 self.ledger.open_session.session_id if self.ledger.open_session else None,
                 {"command": record.command, "received_at": record.received_at,
-                 "journal_effect": "none", "devices": self._device_state()},
+                 **refusal.details, "devices": self._device_state()},
                 {"cmd_id": record.cmd_id, "requester": record.requester})
             await journal.run(journal.file.finish_command,
                               replace(record, status="indeterminate", updated_at=now,
@@ -214,8 +237,27 @@ class RegisterService:
                                  retain=True)
 
     def _device_state(self) -> dict[str, Any]:
+        if self.devices is not None:
+            return self.devices.snapshot()
         unavailable = {"configured": False, "state": "unavailable"}
         return {"drawer": dict(unavailable), "printer": dict(unavailable), "counters": {}}
+
+    async def _save_job(self, job: PrintJobRecord, drafts: list[EventDraft]) -> None:
+        assert self._journal is not None
+        sealed = await self._journal.run(self._journal.file.put_job, job, drafts)
+        self._committed(sealed, None)
+
+    def _resume_print_jobs(self) -> None:
+        """Receipts accepted before a restart and not yet started print now (if not expired)."""
+        assert self.devices is not None and self._worker is not None
+        devices = self.devices
+        for record, job in self._resumable:
+            if devices.jobs is None:
+                continue  # the printer was removed from the configuration: stays executing
+            devices.jobs.requeue(job)
+            self._worker.resume(record, job_result(devices, job.job_id))
+            _LOGGER.info("print job %s resumed after the restart", job.job_id)
+        self._resumable.clear()
 
     def state_snapshot(self) -> dict[str, Any]:
         assert self._journal is not None and self._outbox is not None
@@ -347,3 +389,19 @@ class RegisterService:
         _LOGGER.info("resync requested from seq %s", request.from_seq)
         self._outbox.resync(request.from_seq)
         self._state_changed.set()
+
+
+def _interrupted(command: str | None, job: PrintJobRecord | None) -> tuple[str, dict[str, Any]]:
+    """What a person must know of a command a restart interrupted."""
+    if command == "drawer.open":
+        return ("drawer.open was interrupted by a daemon restart: the drawer may or may not "
+                "have been kicked (see the drawer's state). It is never kicked again by "
+                "itself; send a new cmd_id if it must open.", {"device": "drawer"})
+    if command in ("print.receipt", "print.raw"):
+        return (f"{command} was interrupted by a daemon restart while it was being sent: part "
+                "of it may have printed. It is never printed again by itself; send "
+                "print.receipt with reprint_of to print a copy.",
+                {"device": "printer", "job_state": job.state if job else None})
+    return (f"{command} was interrupted by a daemon restart before its result was journaled. "
+            "Session commands are all-or-nothing: the session was not changed. Check the state "
+            "and send a new cmd_id if it is still wanted.", {"journal_effect": "none"})

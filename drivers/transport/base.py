@@ -8,7 +8,12 @@ handed to the device (the kernel, the socket, the USB bulk OUT endpoint).
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from kassad.drivers.errors import TransportTimeout
 
 
 class Transport(ABC):
@@ -34,3 +39,21 @@ class Transport(ABC):
     @abstractmethod
     async def read(self, max_bytes: int, timeout: float) -> bytes:  # noqa: ASYNC109
         """At least one byte, at most ``max_bytes``; TransportTimeout if none in time."""
+
+
+@asynccontextmanager
+async def deadline(timeout: float, what: str) -> AsyncIterator[None]:  # noqa: ASYNC109
+    """``asyncio.timeout`` that raises :class:`TransportTimeout` naming ``what`` on expiry.
+
+    Only the expiry of this deadline is converted: a TimeoutError raised by the body itself
+    (a TransportTimeout, or ETIMEDOUT from a dead TCP peer) passes through unchanged.
+    """
+    timer = asyncio.timeout(timeout)
+    try:
+        async with timer:
+            yield
+    except TimeoutError as exc:
+        if not timer.expired():
+            raise
+        msg = f"{what}: nothing within {timeout:g} s"
+        raise TransportTimeout(msg) from exc

@@ -1,0 +1,330 @@
+"""The register's devices as the service sees them: printer status, the drawer, print jobs.
+
+Everything a device says becomes a journaled event (``printer.status`` on change, the drawer's
+``drawer.*`` events, ``print.job`` state changes), pumped through one queue so the journal
+gets them in the order they happened. Drawer kicks go out between job chunks, never behind a
+whole receipt; print jobs run one at a time, durable in the journal, and wait (until they
+expire) while the printer cannot print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from kassad.drivers.drawer.machine import (
+    DrawerEvent,
+    DrawerMachine,
+    DrawerState,
+    DrawerTimings,
+    sensor_is_open,
+)
+from kassad.drivers.errors import TransportError
+from kassad.drivers.escpos.printer import JobStopped, Printer, PrinterTimings
+from kassad.drivers.escpos.status import PrinterStatus
+from kassad.drivers.transport.reconnect import ReconnectingTransport
+
+from ..config import DevicesConfig, PrinterConfig
+from ..contract.errors import CommandRefused, ErrorCode
+from ..contract.events import utc_timestamp
+from ..journal.store import EventDraft, PrintJobRecord
+from .transports import make_transport
+
+_LOGGER = logging.getLogger(__name__)
+
+Emit = Callable[[list[EventDraft]], Awaitable[None]]
+SaveJob = Callable[[PrintJobRecord, list[EventDraft]], Awaitable[None]]
+FINAL_JOB_STATES = frozenset({"printed", "failed", "expired", "indeterminate"})
+
+
+def printer_summary(status: PrinterStatus | None, connected: bool) -> dict[str, Any]:
+    if status is None:
+        return {"connected": connected, "online": False, "state": "unknown" if connected
+                else "disconnected"}
+    return {"connected": connected, "online": status.online, "cover_open": status.cover_open,
+            "paper": status.paper, "cutter_error": status.cutter_error, "error": status.error,
+            "state": "ready" if status.can_print else "not_ready"}
+
+
+def not_ready_reason(status: PrinterStatus | None, connected: bool) -> str | None:
+    """Why the printer cannot print now (the reason a job waits), or None if it can."""
+    if not connected:
+        return "offline"
+    if status is None:
+        return "no_status"
+    if status.paper == "out":
+        return "paper_out"
+    if status.cover_open:
+        return "cover_open"
+    if status.error:
+        return "printer_error"
+    if not status.online:
+        return "offline"
+    return None
+
+
+class Devices:
+    def __init__(self, config: DevicesConfig, *, emit: Emit, save_job: SaveJob,
+                 usb_backend: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._emit = emit
+        self._save_job = save_job
+        self._clock = clock
+        self._usb_backend = usb_backend
+        self._pending: asyncio.Queue[list[EventDraft]] = asyncio.Queue()
+        self._published: dict[str, Any] | None = None
+        self._drawer_wake = asyncio.Event()
+        self._drawer_changed = asyncio.Event()
+        self.printer: Printer | None = None
+        self.drawer: DrawerMachine | None = None
+        self.jobs: PrintJobs | None = None
+        if config.printer is not None:
+            self.printer = self._make_printer(config.printer)
+            self.jobs = PrintJobs(self.printer, config.printer, save_job)
+        if config.drawer is not None:
+            d = config.drawer
+            self.drawer = DrawerMachine(DrawerTimings(d.open_timeout, d.kick_retries,
+                                                      d.left_open_after))
+
+    def _make_printer(self, config: PrinterConfig) -> Printer:
+        transport = ReconnectingTransport(
+            lambda: make_transport(config.transport, self._usb_backend),
+            open_timeout=config.open_timeout,
+            backoff_min=config.reconnect_min, backoff_max=config.reconnect_max,
+            on_state=self._on_transport_state)
+        timings = PrinterTimings(config.write_timeout, config.status_interval,
+                                 config.status_timeout, config.completion_timeout)
+        return Printer(transport, timings=timings, asb=config.asb, completion=True,
+                       on_status=self._on_status)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._pump(), name="device-events")
+            if self.printer is not None:
+                group.create_task(self.printer.run(), name="printer")
+            if self.drawer is not None:
+                group.create_task(self._drawer_timer(), name="drawer")
+            if self.jobs is not None:
+                group.create_task(self.jobs.run(), name="print-jobs")
+
+    async def _pump(self) -> None:
+        while True:
+            drafts = await self._pending.get()
+            try:
+                await self._emit(drafts)
+            except Exception:  # the journal is failing: the device goes on, the log says so
+                _LOGGER.exception("device events could not be journaled: %s",
+                                  [d.type for d in drafts])
+
+    def _queue(self, events: list[DrawerEvent] | list[tuple[str, dict[str, Any]]],
+               session_id: str | None = None) -> None:
+        now = utc_timestamp()
+        drafts = [EventDraft(e.type, now, data=e.data) if isinstance(e, DrawerEvent)
+                  else EventDraft(e[0], now, data=e[1]) for e in events]
+        if drafts:
+            self._pending.put_nowait(drafts)
+
+    def snapshot(self) -> dict[str, Any]:
+        printer = None
+        if self.printer is not None:
+            printer = {"configured": True, "name": self.printer.name,
+                       **printer_summary(self.printer.status, self.printer.transport.is_open)}
+        drawer = None
+        if self.drawer is not None:
+            drawer = {"configured": True, "state": self.drawer.state.value}
+        return {"printer": printer or {"configured": False, "state": "unavailable"},
+                "drawer": drawer or {"configured": False, "state": "unavailable"},
+                "counters": {}}
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _on_transport_state(self, state: str, detail: str) -> None:
+        _LOGGER.info("printer %s: %s", state, detail)
+        self._publish_printer(reason=f"{state}: {detail}")
+
+    def _on_status(self, status: PrinterStatus | None, why: str) -> None:
+        self._publish_printer(reason=why)
+        if self.drawer is None or self.config.drawer is None:
+            return
+        if status is None:
+            self.drawer.sensor_lost()
+        else:
+            is_open = sensor_is_open(status.drawer_pin3_high, self.config.drawer.open_level)
+            self._queue(self.drawer.sensor(self._clock(), is_open))
+        self._drawer_wake.set()
+        self._drawer_changed.set()
+
+    def _publish_printer(self, reason: str) -> None:
+        if self.printer is None:
+            return
+        summary = printer_summary(self.printer.status, self.printer.transport.is_open)
+        if summary != self._published:
+            self._published = summary
+            self._queue([("printer.status", {**summary, "reason": reason})])
+
+    # -- drawer -----------------------------------------------------------------------------
+
+    async def _drawer_timer(self) -> None:
+        assert self.drawer is not None
+        while True:
+            deadline = self.drawer.next_deadline()
+            self._drawer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if deadline is None
+                                           else max(0.0, deadline - self._clock())):
+                    await self._drawer_wake.wait()
+            events, again = self.drawer.tick(self._clock())
+            self._queue(events)
+            if events:
+                self._drawer_changed.set()
+            if again is not None:
+                try:
+                    await self._send_kick()
+                except TransportError as e:
+                    _LOGGER.warning("drawer kick %d not sent: %s", again.attempt, e)
+                self._queue(self.drawer.kicked_again(self._clock(), again.attempt))
+
+    def _kick_bytes(self) -> bytes:
+        from kassad.drivers.escpos.encoder import kick, kick_realtime
+
+        d = self.config.drawer
+        assert d is not None
+        if d.realtime_kick:
+            return kick_realtime(d.pin, max(1, min(8, round(d.pulse_on_ms / 100))))
+        return kick(d.pin, d.pulse_on_ms, d.pulse_off_ms)
+
+    async def _send_kick(self) -> None:
+        assert self.printer is not None
+        await self.printer.send(self._kick_bytes())
+
+    def check_kick(self) -> None:
+        """Refuse a kick that cannot be done now (before its intent is journaled)."""
+        if self.drawer is None or self.printer is None:
+            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
+                                 "no cash drawer is configured on this register (devices.drawer)",
+                                 {"device": "drawer"})
+        if not self.printer.transport.is_open:
+            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
+                                 f"the printer the drawer hangs on ({self.printer.name}) is not "
+                                 "connected", {"device": "drawer"})
+        if self.drawer.state is DrawerState.OPEN:
+            raise CommandRefused(ErrorCode.DRAWER_OPEN, "the drawer is already open",
+                                 {"device": "drawer"})
+        if self.drawer.state is DrawerState.KICKED:
+            raise CommandRefused(ErrorCode.DRAWER_OPEN,
+                                 "the drawer is being opened by another command",
+                                 {"device": "drawer"})
+
+    async def kick(self, cause: str, reference: dict[str, Any]) -> dict[str, Any]:
+        """Kick once (retries by the timer), wait for the sensor; the result data or refusal."""
+        assert self.drawer is not None and self.config.drawer is not None
+        try:
+            await self._send_kick()
+        except TransportError as e:
+            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
+                                 f"the kick could not be sent to the printer: {e}",
+                                 {"device": "drawer"}) from e
+        self._queue(self.drawer.kicked(self._clock(), cause, reference))
+        self._drawer_wake.set()
+        d = self.config.drawer
+        limit = d.open_timeout * (d.kick_retries + 1) + 2 * (
+            self.config.printer.status_interval if self.config.printer else 1.0) + 1.0
+        try:
+            async with asyncio.timeout(limit):
+                while self.drawer.state is DrawerState.KICKED:
+                    self._drawer_changed.clear()
+                    await self._drawer_changed.wait()
+        except TimeoutError:
+            pass
+        if self.drawer.state is DrawerState.OPEN:
+            return {"drawer": "open"}
+        raise CommandRefused(ErrorCode.KICK_FAILED,
+                             f"the drawer did not open after {d.kick_retries + 1} kick(s); "
+                             "check that it is not locked or jammed",
+                             {"device": "drawer", "drawer": self.drawer.state.value})
+
+
+class PrintJobs:
+    """Durable print jobs, one at a time: accepted → (waiting) → printing → printed, or
+    failed, or expired. A job is never sent twice by itself."""
+
+    def __init__(self, printer: Printer, config: PrinterConfig, save: SaveJob) -> None:
+        self._printer = printer
+        self._config = config
+        self._save = save
+        self._queue: deque[PrintJobRecord] = deque()
+        self._wake = asyncio.Event()
+        self._final: dict[str, asyncio.Future[PrintJobRecord]] = {}
+        self._counter = 0
+
+    def expiry(self) -> float:
+        return time.time() + self._config.receipt_expiry
+
+    async def submit(self, job: PrintJobRecord, cause: dict[str, Any]) -> None:
+        await self._transition(job, "accepted", None, cause)
+        self.requeue(job)
+
+    def requeue(self, job: PrintJobRecord) -> None:
+        """A journaled job (also one found at start-up) joins the queue."""
+        self._final.setdefault(job.job_id, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._wake.set()
+
+    async def final(self, job_id: str) -> PrintJobRecord:
+        return await asyncio.shield(self._final[job_id])
+
+    async def _transition(self, job: PrintJobRecord, state: str, reason: str | None,
+                          cause: dict[str, Any] | None = None) -> PrintJobRecord:
+        job = replace(job, state=state, reason=reason)
+        data = {"job_id": job.job_id, "state": state, "reason": reason,
+                "printer": self._printer.name, **({"cause": cause} if cause else {})}
+        await self._save(job, [EventDraft("print.job", utc_timestamp(), data=data)])
+        if state in FINAL_JOB_STATES:
+            future = self._final.get(job.job_id)
+            if future is not None and not future.done():
+                future.set_result(job)
+        return job
+
+    async def run(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            await self._run(self._queue.popleft())
+
+    def _changed_from(self, reason: str) -> Callable[[PrinterStatus | None], bool]:
+        printer = self._printer
+        return lambda status: not_ready_reason(status, printer.transport.is_open) != reason
+
+    async def _run(self, job: PrintJobRecord) -> None:
+        printer = self._printer
+        while True:
+            if time.time() >= job.expires_at:
+                await self._transition(job, "expired", "not printed before its expiry")
+                return
+            reason = not_ready_reason(printer.status, printer.transport.is_open)
+            if reason is None:
+                break
+            if (job.state, job.reason) != ("waiting", reason):
+                job = await self._transition(job, "waiting", reason)
+            with contextlib.suppress(TimeoutError):
+                await printer.wait_for(self._changed_from(reason),
+                                       timeout=max(0.0, job.expires_at - time.time()))
+        job = await self._transition(job, "printing", None)
+        self._counter = (self._counter + 1) % 10000
+        try:
+            await printer.print_job(job.data, f"{self._counter:04d}".encode())
+        except JobStopped as e:
+            await self._transition(job, "failed", str(e))
+        except TransportError as e:
+            await self._transition(job, "failed", f"not sent: {e}")
+        else:
+            await self._transition(job, "printed", None)
