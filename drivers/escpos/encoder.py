@@ -173,10 +173,12 @@ def _quiet_stdout() -> Iterator[None]:
     from another thread meanwhile lands here too (logging handlers keep their own stream).
     """
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        yield
-    if buf.getvalue():
-        _LOGGER.debug("python-escpos said: %s", buf.getvalue().strip())
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        if buf.getvalue():
+            _LOGGER.debug("python-escpos said: %s", buf.getvalue().strip())
 
 
 # --- pure layout ---------------------------------------------------------------------------
@@ -197,7 +199,7 @@ def two_columns(left: str, right: str, width: int, overflow: str = "wrap") -> li
     """``left`` and ``right`` on lines of exactly ``width`` characters, right flush right.
 
     The right side shares the first line and is never cut, unless it alone would not leave
-    two characters for the left: then the left gets its own lines above it.
+    two characters for the left: then the left goes above it, and it is cut to the width.
     """
     left, right = (unicodedata.normalize("NFC", s) for s in (left, right))
     if len(right) > width - 2:
@@ -223,7 +225,10 @@ def _barcode_modules(symbology: str, data: str) -> int:
 
 
 def defuse_raster(stream: bytes) -> bytes:
-    """Clear DLE bytes that would form a real-time command inside GS v 0 raster data."""
+    """Clear DLE bytes that would form a real-time command inside GS v 0 raster data.
+
+    The headers need no care: xH and yH are at most 1 (2048 dots, 256-row fragments).
+    """
     out = bytearray()
     i = 0
     while i < len(stream):
@@ -286,14 +291,22 @@ class EncodedJob:
 
 
 @dataclass(slots=True)
-class _Style:
-    """The printer's text modes as the bytes so far have left them (ESC @ defaults)."""
+class _Job:
+    """One job being encoded: python-escpos's Dummy, the text modes the bytes so far have
+    left the printer in (ESC @ defaults at first), and the finished parts."""
 
+    p: Any
+    parts: list[bytes]
     align: str = "left"
     font: str = "a"
     size: tuple[int, int] = (1, 1)
     bold: bool = False
     underline: int = 0
+
+    def take(self, raster: bool = False) -> None:
+        data = self.p.output
+        self.p.clear()
+        self.parts.append(defuse_raster(data) if raster else data)
 
 
 class EscposEncoder:
@@ -331,19 +344,16 @@ class EscposEncoder:
 
     def encode(self, document: ReceiptDocument) -> bytes:
         """The whole job; raises EncodeError before producing anything the model cannot print."""
-        p, style = self._dummy(), _Style()
-        parts = [self.init_sequence()]
+        job = _Job(self._dummy(), [self.init_sequence()])
         escpos_error = _escpos()[1]
         with _quiet_stdout():
             for index, block in enumerate(document.blocks):
                 try:
-                    self._block(p, style, block)
+                    self._block(job, block)
                 except (ValueError, escpos_error) as exc:  # EncodeError is a ValueError
                     raise EncodeError(f"block {index} ({block.type}): {exc}") from exc
-                data = p.output
-                p.clear()
-                parts.append(defuse_raster(data) if isinstance(block, ImageBlock) else data)
-        return b"".join(parts)
+                job.take()
+        return b"".join(job.parts)
 
     def encode_job(self, document: ReceiptDocument, job_no: int) -> EncodedJob:
         """:meth:`encode` plus a completion request when the model supports GS ( H."""
@@ -356,51 +366,51 @@ class EscposEncoder:
     # --- blocks ---------------------------------------------------------------------------
 
     @staticmethod
-    def _style(p: Any, st: _Style, **want: Any) -> None:
+    def _style(job: _Job, **want: Any) -> None:
         """Emit only the modes that change, in a fixed order (GS ! leaves the others alone)."""
         for key in ("align", "font", "size", "bold", "underline"):
-            if key in want and want[key] != getattr(st, key):
+            if key in want and want[key] != getattr(job, key):
                 value = want[key]
                 if key == "size":
-                    p.set(custom_size=True, width=value[0], height=value[1])
+                    job.p.set(custom_size=True, width=value[0], height=value[1])
                 else:
-                    p.set(**{key: value})
-                setattr(st, key, value)
+                    job.p.set(**{key: value})
+                setattr(job, key, value)
 
-    def _plain(self, p: Any, st: _Style, bold: bool = False, double_width: bool = False) -> None:
+    def _plain(self, job: _Job, bold: bool = False, double_width: bool = False) -> None:
         size = (2 if double_width else 1, 1)
-        self._style(p, st, align="left", font="a", size=size, bold=bold, underline=0)
+        self._style(job, align="left", font="a", size=size, bold=bold, underline=0)
 
-    def _block(self, p: Any, st: _Style, block: Block) -> None:
+    def _block(self, job: _Job, block: Block) -> None:
         if isinstance(block, TextBlock):
             size = (2 if block.double_width else 1, 2 if block.double_height else 1)
-            self._style(p, st, align=block.align, font=block.font, size=size, bold=block.bold,
+            self._style(job, align=block.align, font=block.font, size=size, bold=block.bold,
                         underline=block.underline)  # fmt: skip
             for line in wrap(block.text, self.columns(block.font, block.double_width)):
-                p.text(line + "\n")
+                job.p.text(line + "\n")
         elif isinstance(block, ColumnsBlock):
-            self._plain(p, st, block.bold, block.double_width)
+            self._plain(job, block.bold, block.double_width)
             width = self.columns("a", block.double_width)
             for line in two_columns(block.left, block.right, width, block.overflow):
-                p.text(line + "\n")
+                job.p.text(line + "\n")
         elif isinstance(block, RuleBlock):
-            self._plain(p, st)
-            p.text(block.char * self.model.columns_a + "\n")
+            self._plain(job)
+            job.p.text(block.char * self.model.columns_a + "\n")
         elif isinstance(block, BarcodeBlock):
-            self._barcode(p, st, block)
+            self._barcode(job, block)
         elif isinstance(block, QrBlock):
-            self._qr(p, st, block)
+            self._qr(job, block)
         elif isinstance(block, ImageBlock):
-            self._image(p, st, _open_png(block.png), block.align)
+            self._image(job, _open_png(block.png), block.align)
         elif isinstance(block, FeedBlock):
-            p.print_and_feed(block.lines)
+            job.p.print_and_feed(block.lines)
         elif isinstance(block, CutBlock):
             if self.model.cutter:
-                p.cut("FULL" if block.mode == "full" else "PART")
+                job.p.cut("FULL" if block.mode == "full" else "PART")
             else:
-                p.print_and_feed(6)  # up to the tear bar
+                job.p.print_and_feed(6)  # up to the tear bar
 
-    def _barcode(self, p: Any, st: _Style, block: BarcodeBlock) -> None:
+    def _barcode(self, job: _Job, block: BarcodeBlock) -> None:
         if not self.model.hw_barcodes:
             raise EncodeError(f"{self.model.name} cannot print barcodes (no GS k)")
         dots = _barcode_modules(block.symbology, block.data) * block.width
@@ -414,20 +424,20 @@ class EscposEncoder:
             code, function = "{B" + block.data.replace("{", "{{"), "B"
             if len(code) > 255:
                 raise EncodeError("CODE128 data too long for GS k (255 bytes with escapes)")
-        self._style(p, st, align=block.align)
-        p.barcode(
+        self._style(job, align=block.align)
+        job.p.barcode(
             code, block.symbology, height=block.height, width=block.width, pos=_HRI[block.hri],
             font="A", align_ct=False, function_type=function,
         )  # fmt: skip
 
-    def _qr(self, p: Any, st: _Style, block: QrBlock) -> None:
+    def _qr(self, job: _Job, block: QrBlock) -> None:
         ec = getattr(qrcode.constants, f"ERROR_CORRECT_{block.ec}")
         qr = qrcode.QRCode(error_correction=ec, border=2)
         # One byte-mode segment, as GS ( k stores it: the version is never underestimated.
         qr.add_data(block.data.encode("utf-8"), optimize=0)
         try:
             qr.make(fit=True)
-        except DataOverflowError:
+        except (DataOverflowError, ValueError):  # qrcode 8 says "Invalid version (was 41 …)"
             raise EncodeError(
                 f"QR data too long for error correction {block.ec}; use L or M, or less data"
             ) from None
@@ -436,15 +446,15 @@ class EscposEncoder:
         if size < 1:
             raise EncodeError(f"QR code of {modules} modules is wider than {self.model.dots} dots")
         if self.model.native_qr:
-            self._style(p, st, align=block.align)
-            p.qr(block.data, ec=_QR_EC[block.ec], size=size, model=2, native=True)
+            self._style(job, align=block.align)
+            job.p.qr(block.data, ec=_QR_EC[block.ec], size=size, model=2, native=True)
             return
         side = len(qr.get_matrix())
         img = Image.new("1", (side, side), 1)
         img.putdata([0 if dark else 1 for row in qr.get_matrix() for dark in row])
-        self._image(p, st, img.resize((side * size,) * 2, Image.Resampling.NEAREST), block.align)
+        self._image(job, img.resize((side * size,) * 2, Image.Resampling.NEAREST), block.align)
 
-    def _image(self, p: Any, st: _Style, img: Image.Image, align: str) -> None:
+    def _image(self, job: _Job, img: Image.Image, align: str) -> None:
         img = img.convert("RGBA")
         dots = self.model.dots
         if img.width > dots:
@@ -459,8 +469,10 @@ class EscposEncoder:
             canvas = Image.new("RGBA", (dots, img.height), (255, 255, 255, 255))
             canvas.paste(img, ((dots - img.width) // (2 if align == "center" else 1), 0))
             img = canvas
-        self._style(p, st, align="left")
-        p.image(img, impl="bitImageRaster", fragment_height=FRAGMENT_ROWS, center=False)
+        self._style(job, align="left")
+        job.take()  # the style bytes; the raster goes through defuse_raster on its own
+        job.p.image(img, impl="bitImageRaster", fragment_height=FRAGMENT_ROWS, center=False)
+        job.take(raster=True)
 
 
 def _open_png(data: bytes) -> Image.Image:

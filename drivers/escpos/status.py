@@ -266,25 +266,22 @@ def parse_gs_r_drawer(byte: int) -> GsRDrawer:
 # --- GS ( H fn 48: process-ID response ----------------------------------------------------
 
 
-def _check_pid(pid: bytes) -> None:
-    if len(pid) != 4 or any(not 0x20 <= d <= 0x7E for d in pid):
-        raise ValueError(f"process ID must be 4 bytes in 0x20..0x7E, not {pid!r}")
+def _valid_pid(pid: bytes) -> bool:
+    return len(pid) == 4 and all(0x20 <= d <= 0x7E for d in pid)
 
 
 def process_id_request(pid: bytes) -> bytes:
     """``GS ( H`` fn 48: the printer answers ``37 22 pid 00`` once everything before it printed."""
-    _check_pid(pid)
+    if not _valid_pid(pid):
+        raise ValueError(f"process ID must be 4 bytes in 0x20..0x7E, not {pid!r}")
     return b"\x1d\x28\x48\x06\x00\x30\x30" + pid
 
 
 def parse_process_id_response(data: bytes) -> bytes:
     """The 4-byte process ID out of ``37 22 d1 d2 d3 d4 00``; ProtocolError if malformed."""
-    if len(data) != _PID_LEN or data[:2] != _PID_HEAD or data[6] != 0x00:
-        raise ProtocolError(f"not a process ID response: {data.hex(' ')}")
-    pid = data[2:6]
-    if any(not 0x20 <= d <= 0x7E for d in pid):
-        raise ProtocolError(f"process ID response with bytes outside 0x20..0x7E: {data.hex(' ')}")
-    return pid
+    if len(data) != _PID_LEN or data[:2] != _PID_HEAD or data[6] or not _valid_pid(data[2:6]):
+        raise ProtocolError(f"not a process ID response (37 22 d1..d4 00): {data.hex(' ')}")
+    return data[2:6]
 
 
 # --- the demultiplexer --------------------------------------------------------------------

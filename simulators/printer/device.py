@@ -149,12 +149,13 @@ class PrinterSimulator:
         if power_cycle:
             self._clear_buffers()
             self._renderer.apply(Command(Kind.INIT, b"\x1b@"))
+            self._pin_busy_until.clear()
             self.state.asb_mask = 0
         self._changed()
 
     async def replug(self) -> str | None:
-        """Come back on the same faces: same TCP port, a new pty (its path is returned), a new
-        USB device on the same backend."""
+        """Come back on the same faces: the same TCP port, a new pty (its path is returned),
+        the same USB device at a new bus address."""
         self.plugged = True
         await self._tcp.restart()
         path = self._pty.reopen()

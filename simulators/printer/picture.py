@@ -55,8 +55,9 @@ def draw_receipt(receipt: Receipt, path: Path) -> None:
     for line in receipt.layout:
         h = _line_height(line)
         if line.bitmap is not None:
-            x = _offset(width, line.bitmap.width, line.align)
-            picture.paste(_bitmap_image(line.bitmap), (x, y))
+            if line.bitmap.width and line.bitmap.height:  # GS v 0 may declare 0 × n
+                x = _offset(width, line.bitmap.width, line.align)
+                picture.paste(_bitmap_image(line.bitmap), (x, y))
         elif line.kind != "text":
             used = min(width, 12 * len(line.text) + 16)
             x = _offset(width, used, line.align)

@@ -160,7 +160,7 @@ class Renderer:
         self._runs: list[tuple[int, int, Style]] = []
         self._line_align: Align | None = None
         self._dots = 0
-        self._join_image = False          # the last line is an image that a fragment may extend
+        self._join: Kind | None = None    # the last line is an image this kind may extend
         self._swallow_lf = False          # ESC * strips are printed by the LF that follows them
 
     def discard_line(self) -> None:
@@ -172,7 +172,7 @@ class Renderer:
         if k is not Kind.LF:
             self._swallow_lf = False
         if k not in (Kind.LF, Kind.LINE_SPACING, Kind.RASTER, Kind.COLUMN_IMAGE, Kind.GRAPHICS):
-            self._join_image = False
+            self._join = None
         if k is Kind.TEXT:
             self._add_text(cmd.data)
         elif k is Kind.LF:
@@ -295,11 +295,11 @@ class Renderer:
         elif k is Kind.RASTER:
             m, width_bytes, height = p
             rows = data.ljust(width_bytes * height, b"\0")
-            self._image(_scaled(Bitmap(width_bytes * 8, height, rows), 1 + (m & 1),
-                                1 + (m >> 1 & 1)))
+            self._image(k, _scaled(Bitmap(width_bytes * 8, height, rows), 1 + (m & 1),
+                                   1 + (m >> 1 & 1)))
         elif k is Kind.COLUMN_IMAGE:
             m, columns = p
-            self._image(_columns_to_rows(data, columns, 24 if m >= 32 else 8))
+            self._image(k, _columns_to_rows(data, columns, 24 if m >= 32 else 8))
             self._swallow_lf = True
         elif k is Kind.GRAPHICS:
             self._graphics_command(p, data)
@@ -313,18 +313,19 @@ class Renderer:
             rows = data[8:].ljust((width + 7) // 8 * height, b"\0")
             self._graphics = _scaled(Bitmap(width, height, rows), data[1], data[2])
         elif fn in (2, 50) and self._graphics is not None:  # print the stored graphics
-            self._image(self._graphics)
+            self._image(Kind.GRAPHICS, self._graphics)
 
-    def _image(self, bitmap: Bitmap) -> None:
+    def _image(self, kind: Kind, bitmap: Bitmap) -> None:
+        """Print a picture; python-escpos sends tall ones as fragments: join those again."""
         self._flush(force=False)
         last = self.current.layout[-1] if self.current.layout else None
-        if (self._join_image and last is not None and last.bitmap is not None
+        if (self._join is kind and last is not None and last.bitmap is not None
                 and last.bitmap.width == bitmap.width):
             bitmap = last.bitmap.stacked(bitmap)
             self.current.layout.pop()
         self.current.layout.append(Line(f"[image {bitmap.width}x{bitmap.height}]", self.align,
                                         "image", bitmap=bitmap))
-        self._join_image = True
+        self._join = kind
 
     def _cut(self, cmd: Command) -> Receipt:
         if self._text:
