@@ -180,11 +180,15 @@ class KassadClient:
 
     async def send(self, command: str, params: dict[str, Any] | None = None, *,
                    employee: str | None = None, cmd_id: str | None = None,
-                   ttl: float | None = None) -> Result:
-        """Send until answered; return the result or raise its CommandError."""
+                   ttl: float | None = None, issued_at: datetime | None = None) -> Result:
+        """Send until answered; return the result or raise its CommandError.
+
+        ``issued_at``: when the person asked for it, if earlier than now (a command queued by
+        the POS while it was offline keeps its age: a late drawer kick is refused).
+        """
         cmd_id = cmd_id or new_cmd_id()
         ttl = ttl or self._ttl
-        issued = datetime.now(UTC)
+        issued = issued_at or datetime.now(UTC)
         expires = issued + timedelta(seconds=ttl)
         payload = json.dumps(self.build(command, params or {}, cmd_id=cmd_id, employee=employee,
                                         issued=issued, expires=expires))
