@@ -5,6 +5,7 @@
   kassad ack-consumer --store S --consumer NAME --db FILE   minimal event consumer
   kassad schema [--out DIR]                 JSON Schemas of every payload
   kassad journal verify|export              check or dump a register journal
+  kassad sim printer [--help]               the printer simulator (and `… control VERB`)
   kassad demo                               a broker, a register and a scripted POS
 """
 
@@ -249,6 +250,18 @@ def cmd_journal(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    """``kassad sim printer [options]`` runs a simulator; ``kassad sim printer control …``
+    sends it a control verb (paper_out, cover_open, close_drawer …)."""
+    from kassad.simulators.printer.control import control_main
+    from kassad.simulators.printer.control import main as printer_main
+
+    rest = list(args.args)
+    if rest and rest[0] == "control":
+        return control_main(rest[1:])
+    return printer_main(rest)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kassad.simulators.demo import main as demo_main
 
@@ -294,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-seq", type=int, default=1, help="export from this seq")
     p.add_argument("--output", "-o", help="export to this file instead of stdout")
     p.set_defaults(func=cmd_journal)
+
+    p = sub.add_parser("sim", help="device simulators: kassad sim printer [--help]")
+    p.add_argument("device", choices=["printer"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the simulator's own options")
+    p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("demo", help="run the simulated store demo")
     p.add_argument("--workdir", help="keep the demo's files here (default: a temp folder)")

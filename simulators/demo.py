@@ -1,9 +1,11 @@
-"""``kassad demo``: a broker, one register daemon, a consumer and a scripted POS.
+"""``kassad demo``: a broker, a receipt printer with its drawer, one register daemon, a
+consumer and a scripted POS.
 
 Everything runs as it would in a store, on loopback: Mosquitto, ``kassad run`` and
-``kassad ack-consumer`` as processes, and the POS (this process) sending the worked case
-over MQTT and printing each reply. At the end it shows what the consumer received and
-verifies the register's journal.
+``kassad ack-consumer`` as processes; the printer simulator (TCP, like a :9100 printer) and the
+POS in this process. The POS sends the worked case over MQTT, printing each reply, then prints
+a receipt that opens the drawer, which the cashier closes. At the end it shows the receipt,
+what the consumer received, and verifies the register's journal.
 """
 
 from __future__ import annotations
@@ -21,12 +23,31 @@ from kassad.daemon.client import CommandError, KassadClient
 from kassad.daemon.config import BrokerConfig
 from kassad.daemon.journal.verify import verify_journal
 from kassad.simulators.broker import MosquittoBroker
-from kassad.simulators.pos import Outcome, Step, run_steps
+from kassad.simulators.pos import WORKED_CASE, Outcome, Step, run_steps
+from kassad.simulators.printer.device import PrinterSimulator
 
 STORE, REGISTER, CONSUMER = "demo-store", "R1", "store-agg"
 
 
-def _register_toml(port: int, journal: Path) -> str:
+RECEIPT = {"blocks": [
+    {"type": "text", "text": "Kaffebaren", "bold": True, "align": "center",
+     "double_height": True},
+    {"type": "text", "text": "Storgatan 1, Kassa 1", "align": "center"},
+    {"type": "rule"},
+    {"type": "columns", "left": "Kaffe", "right": "35.00"},
+    {"type": "columns", "left": "Kanelbulle", "right": "29.50"},
+    {"type": "columns", "left": "Smörgås ost & skinka", "right": "85.00"},
+    {"type": "rule"},
+    {"type": "columns", "left": "Totalt SEK", "right": "149.50", "bold": True},
+    {"type": "columns", "left": "Kontant", "right": "200.00"},
+    {"type": "columns", "left": "Växel", "right": "50.50"},
+    {"type": "qr", "data": "https://kassad.example/r/1001", "size": 4},
+    {"type": "text", "text": "Tack för besöket!", "align": "center"},
+    {"type": "cut"},
+]}
+
+
+def _register_toml(port: int, journal: Path, printer_port: int) -> str:
     return f"""\
 store = "{STORE}"
 register = "{REGISTER}"
@@ -44,6 +65,15 @@ consumers = ["{CONSUMER}"]
 [money]
 base_currency = "SEK"
 accepted = ["SEK", "EUR"]
+
+[devices.printer]
+model = "TM-T20II"
+transport = {{ kind = "tcp", host = "127.0.0.1", port = {printer_port} }}
+status_interval = 0.25
+
+[devices.drawer]
+open_level = "high"
+left_open_after = 30.0
 """
 
 
@@ -78,7 +108,7 @@ def _print_step(step: Step, outcome: Outcome) -> None:
     print(f"    ✓ {figures}\n", flush=True)
 
 
-async def _pos(port: int) -> None:
+async def _pos(port: int, printer: PrinterSimulator) -> None:
     async def announce(step: Step, outcome: Outcome) -> None:
         _print_step(step, outcome)
 
@@ -92,11 +122,52 @@ async def _pos(port: int) -> None:
     async with KassadClient(BrokerConfig(host="127.0.0.1", port=port), store=STORE,
                             register=REGISTER, requester="demo-pos", on_reply=on_reply) as pos:
         await pos.wait_connected()
-        from kassad.simulators.pos import WORKED_CASE
-
         for step in WORKED_CASE:
             print(f"→ {step.title}  [{step.command}]", flush=True)
             await run_steps(pos, (step,), on_step=announce)
+
+        print("→ print the receipt of the sale and open the drawer  [print.receipt]",
+              flush=True)
+        result = await pos.send("print.receipt", {"document": RECEIPT, "open_drawer": True},
+                                employee="e17")
+        print(f"    ✓ job {result.data['state']}, drawer {result.data.get('drawer')}\n")
+        receipt = (await printer.wait_receipts(1))[-1]
+        print("    the printer simulator printed:")
+        for line in receipt.lines:
+            print(f"    │ {line}")
+        print(f"    (cut: {receipt.cut})\n")
+        print("→ the cashier closes the drawer", flush=True)
+        printer.close_drawer()
+        await _until_drawer(pos, "closed")
+        print("    ✓ the sensor says closed (drawer.closed journaled)\n", flush=True)
+
+
+async def _until_drawer(pos: KassadClient, wanted: str) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            state = await pos.send("state.get")
+            if state.data["state"]["devices"]["drawer"]["state"] == wanted:
+                return
+            await asyncio.sleep(0.1)  # a person watching the screen, not a test
+
+
+async def _store(work: Path, broker_port: int, journal: Path, events_db: Path) -> None:
+    async with PrinterSimulator(receipts_dir=work / "receipts") as printer:
+        printer_port = await printer.serve_tcp()
+        print(f"printer: simulated TM-T20II with a cash drawer on 127.0.0.1:{printer_port}")
+        config = work / "register-R1.toml"
+        config.write_text(_register_toml(broker_port, journal, printer_port))
+        register = _spawn(["run", "--config", str(config)], work / "register-R1.log")
+        consumer = _spawn(["ack-consumer", "--host", "127.0.0.1", "--port", str(broker_port),
+                           "--store", STORE, "--consumer", CONSUMER, "--db", str(events_db)],
+                          work / "store-agg.log")
+        print(f"register: kassad run (pid {register.pid}), consumer: kassad ack-consumer "
+              f"(pid {consumer.pid})\n")
+        try:
+            await _pos(broker_port, printer)
+        finally:
+            await asyncio.to_thread(_stop, register)
+            await asyncio.to_thread(_stop, consumer)
 
 
 def _consumer_summary(db: Path) -> str:
@@ -117,19 +188,7 @@ def main(workdir: Path | None = None) -> int:
     print(f"kassad demo — files in {work}\n")
     with MosquittoBroker(work / "broker") as broker:
         print(f"broker: mosquitto on 127.0.0.1:{broker.port}")
-        config = work / "register-R1.toml"
-        config.write_text(_register_toml(broker.port, journal))
-        register = _spawn(["run", "--config", str(config)], work / "register-R1.log")
-        consumer = _spawn(["ack-consumer", "--host", "127.0.0.1", "--port", str(broker.port),
-                           "--store", STORE, "--consumer", CONSUMER, "--db", str(events_db)],
-                          work / "store-agg.log")
-        print(f"register: kassad run (pid {register.pid}), consumer: kassad ack-consumer "
-              f"(pid {consumer.pid})\n")
-        try:
-            asyncio.run(_pos(broker.port))
-        finally:
-            _stop(register)
-            _stop(consumer)
+        asyncio.run(_store(work, broker.port, journal, events_db))
     print(f"consumer stored {_consumer_summary(events_db)}")
     print(verify_journal(journal).summary())
     print(f"\nlogs: {work}/register-R1.log, {work}/store-agg.log; "
