@@ -71,7 +71,8 @@ def not_ready_reason(status: PrinterStatus | None, connected: bool) -> str | Non
 
 class Devices:
     def __init__(self, config: DevicesConfig, *, emit: Emit, save_job: SaveJob,
-                 usb_backend: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 usb_backend: Any = None, clock: Callable[[], float] = time.monotonic,
+                 crash_point: Callable[[str], None] = lambda point: None) -> None:
         self.config = config
         self._emit = emit
         self._save_job = save_job
@@ -86,7 +87,7 @@ class Devices:
         self.jobs: PrintJobs | None = None
         if config.printer is not None:
             self.printer = self._make_printer(config.printer)
-            self.jobs = PrintJobs(self.printer, config.printer, save_job)
+            self.jobs = PrintJobs(self.printer, config.printer, save_job, crash_point)
         if config.drawer is not None:
             d = config.drawer
             self.drawer = DrawerMachine(DrawerTimings(d.open_timeout, d.kick_retries,
@@ -205,6 +206,19 @@ class Devices:
         assert self.printer is not None
         await self.printer.send(self._kick_bytes())
 
+    async def quiesce(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until no receipt is being sent and no kick awaits its sensor (a safe stop)."""
+        try:
+            async with asyncio.timeout(timeout):
+                if self.jobs is not None:
+                    await self.jobs.idle.wait()
+                while self.drawer is not None and self.drawer.state is DrawerState.KICKED:
+                    self._drawer_changed.clear()
+                    await self._drawer_changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def check_kick(self) -> None:
         """Refuse a kick that cannot be done now (before its intent is journaled)."""
         if self.drawer is None or self.printer is None:
@@ -256,10 +270,14 @@ class PrintJobs:
     """Durable print jobs, one at a time: accepted → (waiting) → printing → printed, or
     failed, or expired. A job is never sent twice by itself."""
 
-    def __init__(self, printer: Printer, config: PrinterConfig, save: SaveJob) -> None:
+    def __init__(self, printer: Printer, config: PrinterConfig, save: SaveJob,
+                 crash_point: Callable[[str], None]) -> None:
         self._printer = printer
         self._config = config
         self._save = save
+        self._crash = crash_point
+        self.idle = asyncio.Event()  # no job is being sent (safe to stop)
+        self.idle.set()
         self._queue: deque[PrintJobRecord] = deque()
         self._wake = asyncio.Event()
         self._final: dict[str, asyncio.Future[PrintJobRecord]] = {}
@@ -318,13 +336,18 @@ class PrintJobs:
             with contextlib.suppress(TimeoutError):
                 await printer.wait_for(self._changed_from(reason),
                                        timeout=max(0.0, job.expires_at - time.time()))
-        job = await self._transition(job, "printing", None)
-        self._counter = (self._counter + 1) % 10000
+        self.idle.clear()
         try:
-            await printer.print_job(job.data, f"{self._counter:04d}".encode())
-        except JobStopped as e:
-            await self._transition(job, "failed", str(e))
-        except TransportError as e:
-            await self._transition(job, "failed", f"not sent: {e}")
-        else:
-            await self._transition(job, "printed", None)
+            job = await self._transition(job, "printing", None)
+            self._crash("job_printing")
+            self._counter = (self._counter + 1) % 10000
+            try:
+                await printer.print_job(job.data, f"{self._counter:04d}".encode())
+            except JobStopped as e:
+                await self._transition(job, "failed", str(e))
+            except TransportError as e:
+                await self._transition(job, "failed", f"not sent: {e}")
+            else:
+                await self._transition(job, "printed", None)
+        finally:
+            self.idle.set()

@@ -235,12 +235,13 @@ class CommandWorker:
         self.running.add(task)
         task.add_done_callback(self.running.discard)
 
-    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait for device commands in progress; False if some are still running."""
-        if not self.running:
-            return True
-        _, pending = await asyncio.wait(set(self.running), timeout=timeout)
-        return not pending
+    async def stop_background(self) -> None:
+        """Cancel device commands still waiting (a receipt waiting for paper): they stay
+        ``executing`` in the journal and are resumed, or made indeterminate, at the next start."""
+        for task in self.running:
+            task.cancel()
+        if self.running:
+            await asyncio.wait(set(self.running))
 
     async def _execute(self, cmd: Command, stored: CommandRecord, handler: Handler,
                        plan: Any) -> None:

@@ -105,7 +105,8 @@ class RegisterService:
             self._outbox = Outbox(journal, self.topics, self.config.delivery,
                                   await journal.run(journal.file.load_acks))
             self.devices = Devices(self.config.devices, emit=self._append,
-                                   save_job=self._save_job, usb_backend=self._usb_backend)
+                                   save_job=self._save_job, usb_backend=self._usb_backend,
+                                   crash_point=self._crash.hit)
             handlers = {**default_handlers(), **device_handlers(self.config.devices)}
             self._worker = CommandWorker(journal, self, handlers, self.config.commands,
                                          self._reply_soon, self._committed, self._crash.hit)
@@ -152,9 +153,10 @@ class RegisterService:
         except TimeoutError:
             _LOGGER.warning("a command is still running at shutdown; stopping anyway")
         tasks[0].cancel()
-        if not await self._worker.drain(timeout=20):
-            _LOGGER.warning("device commands still running at shutdown: they will be "
+        if self.devices is not None and not await self.devices.quiesce(timeout=20):
+            _LOGGER.warning("a receipt or a kick was still in progress at shutdown: it will be "
                             "indeterminate at the next start")
+        await self._worker.stop_background()
         await self._append([EventDraft(EventType.DAEMON_STOPPED, utc_timestamp(),
                                        data={"boot_id": self.boot_id})])
         if self._link.is_connected:

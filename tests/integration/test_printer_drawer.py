@@ -24,6 +24,7 @@ from kassad.simulators.broker import MosquittoBroker
 from kassad.simulators.printer.device import PrinterSimulator
 from kassad.simulators.usb_backend import FakeUsbBackend
 from tests.support.register import (
+    RegisterProcess,
     broker_config,
     journal_events,
     until,
@@ -309,3 +310,57 @@ async def test_device_errors_reach_the_requester(broker: MosquittoBroker,
         with pytest.raises(CommandError) as caught:
             await pos.send("drawer.open", {"reason": "teleport"})
         assert caught.value.code == "invalid_payload"
+
+
+async def test_receipt_waiting_for_paper_survives_a_restart_and_prints_once(
+        broker: MosquittoBroker, sim: PrinterSimulator, tmp_path: Path) -> None:
+    port = await sim.serve_tcp()
+    transport = {"kind": "tcp", "host": "127.0.0.1", "port": port}
+    sim.paper_out()
+    async with KassadClient(broker_config(broker.port), store="S1", register="R1",
+                            requester="pos-2", result_retry_interval=0.5) as pos:
+        async with store(broker, tmp_path, transport):
+            job = asyncio.create_task(pos.send("print.receipt", {"document": RECEIPT}))
+            await wait_event(tmp_path, "print.job", lambda d: d["state"] == "waiting")
+        # The register stopped with the job waiting; it starts again and the paper comes back.
+        async with store(broker, tmp_path, transport):
+            sim.paper_ok()
+            result = await job
+    assert result.data["state"] == "printed"
+    assert len(sim.receipts) == 1
+    states = [e["data"]["state"] for e in events(tmp_path, "print.job")]
+    # Waiting (for paper, then for the printer after the restart) until it could print once.
+    assert states[:2] == ["accepted", "waiting"] and states[-2:] == ["printing", "printed"]
+    assert set(states[1:-2]) == {"waiting"}
+
+
+async def test_receipt_interrupted_while_sent_is_indeterminate_and_reprinted_as_copy(
+        broker: MosquittoBroker, sim: PrinterSimulator, tmp_path: Path) -> None:
+    port = await sim.serve_tcp()
+    config = write_config(
+        tmp_path / "r1.toml", port=broker.port, journal=tmp_path / "j.db", consumers=[],
+        **{"devices.printer": {"model": "TM-T20II", **PRINTER,
+                               "transport": {"kind": "tcp", "host": "127.0.0.1",
+                                             "port": port}}})
+    process = RegisterProcess(config, tmp_path / "register.log")
+    process.start(KASSAD_CRASH_AT="job_printing")
+    try:
+        async with KassadClient(broker_config(broker.port), store="S1", register="R1",
+                                requester="pos-1", retry_interval=0.3,
+                                result_retry_interval=0.3) as pos:
+            job = asyncio.create_task(pos.send("print.receipt", {"document": RECEIPT},
+                                               ttl=60))
+            assert await process.wait_exit() == 137
+            process.start()
+            with pytest.raises(ERRORS[ErrorCode.INDETERMINATE]) as caught:
+                await job
+            assert "never printed again by itself" in caught.value.message
+            assert sim.receipts == []
+            copy = await pos.send("print.receipt", {"reprint_of": caught.value.reply["cmd_id"]})
+            assert copy.data["state"] == "printed"
+            receipt = (await sim.wait_receipts(1))[0]
+            assert "COPY" in receipt.text
+    finally:
+        process.terminate()
+    states = [e["data"]["state"] for e in events(tmp_path, "print.job")]
+    assert states[:3] == ["accepted", "printing", "indeterminate"]
