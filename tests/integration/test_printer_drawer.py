@@ -364,3 +364,69 @@ async def test_receipt_interrupted_while_sent_is_indeterminate_and_reprinted_as_
         process.terminate()
     states = [e["data"]["state"] for e in events(tmp_path, "print.job")]
     assert states[:3] == ["accepted", "printing", "indeterminate"]
+
+
+@pytest.mark.parametrize(("fault", "clear", "expect"), [
+    ("paper_near_end", "paper_ok", {"paper": "near_end", "state": "ready"}),
+    ("paper_out", "paper_ok", {"paper": "out", "state": "not_ready"}),
+    ("cover_open", "cover_close", {"cover_open": True, "state": "not_ready"}),
+    ("go_offline", "go_online", {"online": False, "state": "not_ready"}),
+    ("cutter_error", None, {"cutter_error": True, "error": True, "state": "not_ready"}),
+])
+async def test_each_printer_fault_is_a_status_event(
+        broker: MosquittoBroker, sim: PrinterSimulator, tmp_path: Path, fault: str,
+        clear: str | None, expect: dict[str, Any]) -> None:
+    port = await sim.serve_tcp()
+    async with store(broker, tmp_path, {"kind": "tcp", "host": "127.0.0.1", "port": port}) \
+            as (register, _):
+        getattr(sim, fault)()
+        seen = await wait_event(tmp_path, "printer.status",
+                                lambda d: all(d.get(k) == v for k, v in expect.items()))
+        assert seen[-1]["data"]["connected"] is True
+        snapshot = register.state_snapshot()["devices"]["printer"]
+        assert all(snapshot.get(k) == v for k, v in expect.items())
+        if clear is not None:
+            getattr(sim, clear)()
+        else:
+            sim.cutter_error(False)
+        await wait_event(tmp_path, "printer.status",
+                         lambda d: d["state"] == "ready" and d.get("paper") == "ok")
+
+
+async def test_one_cmd_id_never_kicks_twice(broker: MosquittoBroker, sim: PrinterSimulator,
+                                           tmp_path: Path) -> None:
+    port = await sim.serve_tcp()
+    async with store(broker, tmp_path, {"kind": "tcp", "host": "127.0.0.1", "port": port}) \
+            as (_, pos):
+        first = await pos.send("drawer.open", {"reason": "sale"}, cmd_id="kick-1")
+        sim.close_drawer()
+        await wait_event(tmp_path, "drawer.closed")
+        again = await pos.send("drawer.open", {"reason": "sale"}, cmd_id="kick-1")
+        assert again.duplicate and again.data == first.data
+        assert len(sim.kicks) == 1
+
+
+async def test_kick_interrupted_by_a_crash_is_indeterminate_and_not_repeated(
+        broker: MosquittoBroker, sim: PrinterSimulator, tmp_path: Path) -> None:
+    port = await sim.serve_tcp()
+    config = write_config(
+        tmp_path / "r1.toml", port=broker.port, journal=tmp_path / "j.db", consumers=[],
+        **{"devices.printer": {"model": "TM-T20II", **PRINTER,
+                               "transport": {"kind": "tcp", "host": "127.0.0.1",
+                                             "port": port}},
+           "devices.drawer": DRAWER})
+    process = RegisterProcess(config, tmp_path / "register.log")
+    process.start(KASSAD_CRASH_AT="after_ack")
+    try:
+        async with KassadClient(broker_config(broker.port), store="S1", register="R1",
+                                requester="pos-1", retry_interval=0.3,
+                                result_retry_interval=0.3) as pos:
+            kick = asyncio.create_task(pos.send("drawer.open", {"reason": "sale"}, ttl=60))
+            assert await process.wait_exit() == 137
+            process.start()
+            with pytest.raises(ERRORS[ErrorCode.INDETERMINATE]) as caught:
+                await kick
+            assert "never kicked again by itself" in caught.value.message
+    finally:
+        process.terminate()
+    assert sim.kicks == []  # it died after the ack, before the kick: and none came later
