@@ -169,8 +169,46 @@ class PrinterConfig(_Section):
     asb: bool = Field(True, description="Automatic Status Back: changes reported at once")
 
 
+def _hex_bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not hex bytes (e.g. \"1b 70 00 19 fa\")") from None
+    return value
+
+
+HexBytes = Annotated[bytes, BeforeValidator(_hex_bytes), Field(min_length=1, max_length=32)]
+
+
+class SerialDrawerConfig(_Section):
+    """A drawer on its own serial interface box: an open command and a status byte."""
+
+    path: Path
+    baudrate: int = 9600
+    open_command: HexBytes = Field(b"\x07", description="hex, e.g. \"07\" or \"1b 70 00 19 fa\"")
+    status_command: HexBytes = Field(b"\x1b\x75\x00", description="asks for the sensor byte")
+    open_mask: int = Field(0x01, ge=1, le=0xFF)
+    open_value: int = Field(0x01, ge=0, le=0xFF, description="sensor byte & mask when open")
+    poll_interval: Seconds = 0.2
+    reply_timeout: Seconds = 0.5
+    write_timeout: Seconds = 2.0
+    reconnect_min: Seconds = 0.1
+    reconnect_max: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _checks(self) -> SerialDrawerConfig:
+        if self.baudrate not in BAUD_RATES:
+            raise ValueError(f"baudrate {self.baudrate} is not one of {BAUD_RATES}")
+        if self.open_value & ~self.open_mask:
+            raise ValueError("open_value has bits outside open_mask")
+        return self
+
+
 class DrawerConfig(_Section):
-    via: Literal["printer"] = Field("printer", description="kicked through the printer's port")
+    via: Literal["printer", "serial"] = Field("printer", description="the printer's kick port, "
+                                              "or a serial drawer interface ([…drawer.serial])")
+    serial: SerialDrawerConfig | None = None
     pin: Literal[2, 5] = 2
     pulse_on_ms: int = Field(100, ge=2, le=510)
     pulse_off_ms: int = Field(100, ge=2, le=510)
@@ -192,6 +230,8 @@ class DevicesConfig(_Section):
     def _drawer_needs_printer(self) -> DevicesConfig:
         if self.drawer is not None and self.drawer.via == "printer" and self.printer is None:
             raise ValueError("drawer.via = printer needs a [devices.printer]")
+        if self.drawer is not None and self.drawer.via == "serial" and self.drawer.serial is None:
+            raise ValueError("drawer.via = serial needs a [devices.drawer.serial]")
         return self
 
 

@@ -25,12 +25,14 @@ from kassad.drivers.drawer.machine import (
     DrawerTimings,
     sensor_is_open,
 )
+from kassad.drivers.drawer.serial_drawer import SerialDrawer, SerialDrawerProtocol
 from kassad.drivers.errors import TransportError
 from kassad.drivers.escpos.printer import JobStopped, Printer, PrinterTimings
 from kassad.drivers.escpos.status import PrinterStatus
 from kassad.drivers.transport.reconnect import ReconnectingTransport
+from kassad.drivers.transport.serial import SerialTransport
 
-from ..config import DevicesConfig, PrinterConfig
+from ..config import DevicesConfig, PrinterConfig, SerialDrawerConfig
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import utc_timestamp
 from ..journal.store import EventDraft, PrintJobRecord
@@ -88,10 +90,13 @@ class Devices:
         if config.printer is not None:
             self.printer = self._make_printer(config.printer)
             self.jobs = PrintJobs(self.printer, config.printer, save_job, crash_point)
+        self.serial_drawer: SerialDrawer | None = None
         if config.drawer is not None:
             d = config.drawer
             self.drawer = DrawerMachine(DrawerTimings(d.open_timeout, d.kick_retries,
                                                       d.left_open_after))
+            if d.via == "serial" and d.serial is not None:
+                self.serial_drawer = self._make_serial_drawer(d.serial)
 
     def _make_printer(self, config: PrinterConfig) -> Printer:
         transport = ReconnectingTransport(
@@ -104,6 +109,25 @@ class Devices:
         return Printer(transport, timings=timings, asb=config.asb, completion=True,
                        on_status=self._on_status)
 
+    def _make_serial_drawer(self, config: SerialDrawerConfig) -> SerialDrawer:
+        path, baud = str(config.path), config.baudrate
+        transport = ReconnectingTransport(
+            lambda: SerialTransport(path, baud), open_timeout=5.0,
+            backoff_min=config.reconnect_min, backoff_max=config.reconnect_max,
+            name=f"serial:{path}")
+        protocol = SerialDrawerProtocol(config.open_command, config.status_command,
+                                        config.open_mask, config.open_value)
+        return SerialDrawer(transport, protocol, poll_interval=config.poll_interval,
+                            reply_timeout=config.reply_timeout,
+                            write_timeout=config.write_timeout, on_sensor=self._on_drawer_sensor)
+
+    @property
+    def kicker_connected(self) -> bool:
+        """Whether whatever kicks the drawer (the printer, or its own interface) is there."""
+        if self.serial_drawer is not None:
+            return self.serial_drawer.is_connected
+        return self.printer is not None and self.printer.transport.is_open
+
     # -- running ----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -113,6 +137,8 @@ class Devices:
                 group.create_task(self.printer.run(), name="printer")
             if self.drawer is not None:
                 group.create_task(self._drawer_timer(), name="drawer")
+            if self.serial_drawer is not None:
+                group.create_task(self.serial_drawer.run(), name="serial-drawer")
             if self.jobs is not None:
                 group.create_task(self.jobs.run(), name="print-jobs")
 
@@ -140,7 +166,8 @@ class Devices:
                        **printer_summary(self.printer.status, self.printer.transport.is_open)}
         drawer = None
         if self.drawer is not None:
-            drawer = {"configured": True, "state": self.drawer.state.value}
+            drawer = {"configured": True, "state": self.drawer.state.value,
+                      "connected": self.kicker_connected}
         return {"printer": printer or {"configured": False, "state": "unavailable"},
                 "drawer": drawer or {"configured": False, "state": "unavailable"},
                 "counters": {}}
@@ -153,12 +180,18 @@ class Devices:
 
     def _on_status(self, status: PrinterStatus | None, why: str) -> None:
         self._publish_printer(reason=why)
-        if self.drawer is None or self.config.drawer is None:
+        if self.config.drawer is None or self.config.drawer.via != "printer":
             return
-        if status is None:
+        is_open = (None if status is None
+                   else sensor_is_open(status.drawer_pin3_high, self.config.drawer.open_level))
+        self._on_drawer_sensor(is_open, why)
+
+    def _on_drawer_sensor(self, is_open: bool | None, why: str) -> None:
+        if self.drawer is None:
+            return
+        if is_open is None:
             self.drawer.sensor_lost()
         else:
-            is_open = sensor_is_open(status.drawer_pin3_high, self.config.drawer.open_level)
             self._queue(self.drawer.sensor(self._clock(), is_open))
         self._drawer_wake.set()
         self._drawer_changed.set()
@@ -203,6 +236,9 @@ class Devices:
         return kick(d.pin, d.pulse_on_ms, d.pulse_off_ms)
 
     async def _send_kick(self) -> None:
+        if self.serial_drawer is not None:
+            await self.serial_drawer.kick()
+            return
         assert self.printer is not None
         await self.printer.send(self._kick_bytes())
 
@@ -221,14 +257,16 @@ class Devices:
 
     def check_kick(self) -> None:
         """Refuse a kick that cannot be done now (before its intent is journaled)."""
-        if self.drawer is None or self.printer is None:
+        if self.drawer is None:
             raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
                                  "no cash drawer is configured on this register (devices.drawer)",
                                  {"device": "drawer"})
-        if not self.printer.transport.is_open:
-            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
-                                 f"the printer the drawer hangs on ({self.printer.name}) is not "
-                                 "connected", {"device": "drawer"})
+        if not self.kicker_connected:
+            what = (f"the drawer interface {self.serial_drawer.name}" if self.serial_drawer
+                    else f"the printer the drawer hangs on ({self.printer.name})" if self.printer
+                    else "the drawer's interface")
+            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE, f"{what} is not connected",
+                                 {"device": "drawer"})
         if self.drawer.state is DrawerState.OPEN:
             raise CommandRefused(ErrorCode.DRAWER_OPEN, "the drawer is already open",
                                  {"device": "drawer"})
@@ -244,13 +282,14 @@ class Devices:
             await self._send_kick()
         except TransportError as e:
             raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
-                                 f"the kick could not be sent to the printer: {e}",
+                                 f"the kick could not be sent: {e}",
                                  {"device": "drawer"}) from e
         self._queue(self.drawer.kicked(self._clock(), cause, reference))
         self._drawer_wake.set()
         d = self.config.drawer
-        limit = d.open_timeout * (d.kick_retries + 1) + 2 * (
-            self.config.printer.status_interval if self.config.printer else 1.0) + 1.0
+        poll = (d.serial.poll_interval if d.serial is not None and d.via == "serial"
+                else self.config.printer.status_interval if self.config.printer else 1.0)
+        limit = d.open_timeout * (d.kick_retries + 1) + 2 * poll + 1.0
         try:
             async with asyncio.timeout(limit):
                 while self.drawer.state is DrawerState.KICKED:

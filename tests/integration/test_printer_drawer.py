@@ -22,6 +22,7 @@ from kassad.drivers.escpos.document import ReceiptDocument
 from kassad.drivers.escpos.encoder import MODELS, EscposEncoder
 from kassad.simulators.broker import MosquittoBroker
 from kassad.simulators.printer.device import PrinterSimulator
+from kassad.simulators.serial_drawer import SerialDrawerSimulator
 from kassad.simulators.usb_backend import FakeUsbBackend
 from tests.support.register import (
     RegisterProcess,
@@ -430,3 +431,33 @@ async def test_kick_interrupted_by_a_crash_is_indeterminate_and_not_repeated(
     finally:
         process.terminate()
     assert sim.kicks == []  # it died after the ack, before the kick: and none came later
+
+
+async def test_drawer_on_its_own_serial_interface(broker: MosquittoBroker,
+                                                  tmp_path: Path) -> None:
+    async with SerialDrawerSimulator() as box:
+        path = box.open_pty()
+        config = load_register_config(write_config(
+            tmp_path / "r1.toml", port=broker.port, journal=tmp_path / "j.db", consumers=[]))
+        drawer = {**DRAWER, "via": "serial", "serial": {"path": path, "poll_interval": 0.05}}
+        config = config.model_copy(update={"devices": DevicesConfig.model_validate(
+            {"drawer": drawer})})
+        async with running_service(RegisterService(config)) as register, \
+                KassadClient(broker_config(broker.port), store="S1", register="R1",
+                             requester="pos-1") as pos:
+            await until(lambda: register.state_snapshot()["devices"]["drawer"]["state"]
+                        == "closed", what="sensor read over the serial box")
+            result = await pos.send("drawer.open", {"reason": "refund"})
+            assert result.data == {"drawer": "open"}
+            assert len(box.kicks) == 1
+            box.close_drawer()
+            await wait_event(tmp_path, "drawer.closed")
+            box.open_by_hand()
+            await wait_event(tmp_path, "drawer.unexpected_open")
+            box.close_drawer()
+            await wait_event(tmp_path, "drawer.closed", count=2)
+            box.jam()
+            with pytest.raises(ERRORS[ErrorCode.KICK_FAILED]):
+                await pos.send("drawer.open", {"reason": "no_sale"})
+            with pytest.raises(ERRORS[ErrorCode.DEVICE_UNAVAILABLE]):
+                await pos.send("print.receipt", {"document": RECEIPT})
