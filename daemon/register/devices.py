@@ -32,7 +32,7 @@ from kassad.drivers.escpos.status import PrinterStatus
 from kassad.drivers.transport.reconnect import ReconnectingTransport
 from kassad.drivers.transport.serial import SerialTransport
 
-from ..config import DevicesConfig, PrinterConfig, SerialDrawerConfig
+from ..config import DevicesConfig, PrinterConfig, SerialDrawerConfig, SerialTransportConfig
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import utc_timestamp
 from ..journal.store import EventDraft, PrintJobRecord
@@ -52,6 +52,14 @@ def printer_summary(status: PrinterStatus | None, connected: bool) -> dict[str, 
     return {"connected": connected, "online": status.online, "cover_open": status.cover_open,
             "paper": status.paper, "cutter_error": status.cutter_error, "error": status.error,
             "state": "ready" if status.can_print else "not_ready"}
+
+
+def chunk_bytes(config: PrinterConfig) -> int:
+    """Job bytes written (and flushed) at a time: about 10 ms on a serial line (115 bytes at
+    115200 baud, 19 at 19200), so a drawer kick never waits longer behind a receipt."""
+    if isinstance(config.transport, SerialTransportConfig):
+        return max(16, config.transport.baudrate // 1000)
+    return 512
 
 
 def not_ready_reason(status: PrinterStatus | None, connected: bool) -> str | None:
@@ -105,7 +113,8 @@ class Devices:
             backoff_min=config.reconnect_min, backoff_max=config.reconnect_max,
             on_state=self._on_transport_state)
         timings = PrinterTimings(config.write_timeout, config.status_interval,
-                                 config.status_timeout, config.completion_timeout)
+                                 config.status_timeout, config.completion_timeout,
+                                 chunk_size=chunk_bytes(config))
         return Printer(transport, timings=timings, asb=config.asb, completion=True,
                        on_status=self._on_status)
 

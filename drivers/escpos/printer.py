@@ -44,7 +44,8 @@ class PrinterTimings:
     status_interval: float = 1.0
     status_timeout: float = 1.0
     completion_timeout: float = 30.0
-    # Bytes per write: a kick waits for at most one chunk (≈ 27 ms at 19200 baud).
+    # Bytes per write, each flushed to the device before the next: a kick waits for at most
+    # one chunk on the wire. The daemon picks ~10 ms of wire time for serial links.
     chunk_size: int = 512
 
 
@@ -69,7 +70,12 @@ class Printer:
         self._demux = StatusDemux()
         self._write_lock = asyncio.Lock()
         self._query_lock = asyncio.Lock()
-        self._eot_waiters: deque[asyncio.Future[int]] = deque()
+        self._eot_waiters: deque[asyncio.Future[tuple[int, int]]] = deque()
+        # Order of what the printer said: a poll's replies may be overtaken by an ASB message
+        # read after them; the older reading must not overwrite the newer (it made a drawer
+        # look closed again right after it opened).
+        self._rx_seq = 0
+        self._status_seq = 0
         self._completions: dict[bytes, asyncio.Future[None]] = {}
         self._changed = asyncio.Event()  # replaced after each change: waiters hold the old one
 
@@ -127,14 +133,16 @@ class Printer:
         self._set_status(None, f"disconnected: {reason}")
 
     def _take(self, item: object) -> None:
+        self._rx_seq += 1
         if isinstance(item, DleEotReply):
             while self._eot_waiters:
                 waiter = self._eot_waiters.popleft()
                 if not waiter.done():
-                    waiter.set_result(item.byte)
+                    waiter.set_result((item.byte, self._rx_seq))
                     return
             _LOGGER.debug("%s: late DLE EOT reply %02x ignored", self.name, item.byte)
         elif isinstance(item, AsbStatus):
+            self._status_seq = self._rx_seq
             self._set_status(item.status, "asb")
         elif isinstance(item, ProcessIdResponse):
             future = self._completions.pop(item.pid, None)
@@ -151,17 +159,22 @@ class Printer:
         while True:
             await self.transport.connected.wait()
             try:
-                status = await self.query_status()
+                status, seq = await self._query()
             except (TransportTimeout, ProtocolError) as e:
                 self._set_status(None, f"no valid status reply: {e}")
             except DeviceGone:
                 pass  # the reader reports it
             else:
-                self._set_status(status, "poll")
+                if seq > self._status_seq:  # else an ASB message read later already told us
+                    self._status_seq = seq
+                    self._set_status(status, "poll")
             await asyncio.sleep(self.timings.status_interval)
 
     async def query_status(self) -> PrinterStatus:
         """DLE EOT 1-4 (four back to back is what the spec allows), replies in order."""
+        return (await self._query())[0]
+
+    async def _query(self) -> tuple[PrinterStatus, int]:
         async with self._query_lock:
             loop = asyncio.get_running_loop()
             waiters = [loop.create_future() for _ in range(4)]
@@ -178,7 +191,7 @@ class Printer:
                     w.cancel()
                     with contextlib.suppress(ValueError):
                         self._eot_waiters.remove(w)
-            return status_from_dle_eot(*replies)
+            return (status_from_dle_eot(*(byte for byte, _ in replies)), replies[-1][1])
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -204,6 +217,8 @@ class Printer:
             size = self.timings.chunk_size
             for start in range(0, len(data), size):
                 await self._write(data[start:start + size])
+                # Outside the write lock: a kick waiting for it goes out behind this chunk only.
+                await self.transport.flush(self.timings.write_timeout)
             if future is None:
                 return
             assert pid is not None

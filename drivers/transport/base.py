@@ -40,6 +40,11 @@ class Transport(ABC):
     async def read(self, max_bytes: int, timeout: float) -> bytes:  # noqa: ASYNC109
         """At least one byte, at most ``max_bytes``; TransportTimeout if none in time."""
 
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109, B027
+        """Wait until what was written has left for the device (not sitting in a kernel
+        buffer), so that the next write — a drawer kick — is not queued behind it. Transports
+        whose write already returns then (USB bulk OUT) keep this no-op."""
+
 
 @asynccontextmanager
 async def deadline(timeout: float, what: str) -> AsyncIterator[None]:  # noqa: ASYNC109

@@ -125,6 +125,14 @@ class ReconnectingTransport(Transport):
             self._drop(inner, str(exc))
             raise
 
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109
+        inner = self._current()
+        try:
+            await inner.flush(timeout)
+        except DeviceGone as exc:
+            self._drop(inner, str(exc))
+            raise
+
     async def read(self, max_bytes: int, timeout: float) -> bytes:  # noqa: ASYNC109
         inner = self._current()
         try:

@@ -12,7 +12,9 @@ read / drain re-raises it -> DeviceGone. Our own close() gives the reader a plai
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import termios
 from typing import Any
 
 import serial
@@ -84,3 +86,24 @@ class SerialTransport(StreamTransport):
             msg = f"{self.name}: cannot open: {exc!r}"
             raise TransportError(msg) from exc
         self._opened(reader, writer)
+
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109
+        _, writer = self._streams()
+        fd = _fileno(writer)
+        if fd is None:
+            return
+        try:
+            async with deadline(timeout, f"{self.name}: flush"):
+                await writer.drain()
+                # tcdrain blocks until the UART has sent the bytes: in a thread, not the loop.
+                await asyncio.get_running_loop().run_in_executor(None, termios.tcdrain, fd)
+        except TransportError:
+            raise
+        except (OSError, termios.error) as exc:
+            raise self._gone(exc) from exc
+
+
+def _fileno(writer: asyncio.StreamWriter) -> int | None:
+    port = getattr(writer.transport, "serial", None)
+    fd = getattr(port, "fd", None)
+    return fd if isinstance(fd, int) else None

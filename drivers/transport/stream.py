@@ -69,6 +69,16 @@ class StreamTransport(Transport):
             raise self._gone(None)
         return data
 
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109
+        _, writer = self._streams()
+        try:
+            async with deadline(timeout, f"{self.name}: flush"):
+                await writer.drain()
+        except TransportError:
+            raise
+        except OSError as exc:
+            raise self._gone(exc) from exc
+
     def _streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None:
             raise DeviceGone(f"{self.name}: not open")

@@ -42,6 +42,9 @@ class TcpTransport(StreamTransport):
         sock: socket.socket | None = writer.get_extra_info("socket")
         if sock is not None:
             _tune(sock)
+        # Let drain() wait for the kernel too: with TCP_NOTSENT_LOWAT the socket only turns
+        # writable when little is left unsent, so flush() means "nearly on the wire".
+        writer.transport.set_write_buffer_limits(high=0)
         self._opened(reader, writer)
 
     def _give_up(self, writer: asyncio.StreamWriter) -> None:
@@ -54,6 +57,8 @@ def _tune(sock: socket.socket) -> None:
     # while idle (no FIN, no RST) within ~25 s instead of the kernel's 2 h default.
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 512)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if hasattr(socket, "TCP_KEEPIDLE"):  # Linux
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
