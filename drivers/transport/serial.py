@@ -59,6 +59,15 @@ class SerialTransport(StreamTransport):
             # flock() the port so a second daemon (or a stray `screen`) fails loudly.
             "exclusive": exclusive,
         }
+        # Seconds one byte takes on the wire: start bit, data bits, parity, stop bits.
+        bits = 1 + bytesize + (parity != serial.PARITY_NONE) + stopbits
+        self._byte_time = bits / baudrate
+        self._wire_free_at = 0.0
+
+    async def write(self, data: bytes, timeout: float) -> None:  # noqa: ASYNC109
+        await super().write(data, timeout)
+        now = asyncio.get_running_loop().time()
+        self._wire_free_at = max(now, self._wire_free_at) + len(data) * self._byte_time
 
     async def open(self, timeout: float) -> None:  # noqa: ASYNC109
         if self.is_open:
@@ -90,13 +99,16 @@ class SerialTransport(StreamTransport):
     async def flush(self, timeout: float) -> None:  # noqa: ASYNC109
         _, writer = self._streams()
         fd = _fileno(writer)
-        if fd is None:
-            return
+        loop = asyncio.get_running_loop()
         try:
             async with deadline(timeout, f"{self.name}: flush"):
                 await writer.drain()
-                # tcdrain blocks until the UART has sent the bytes: in a thread, not the loop.
-                await asyncio.get_running_loop().run_in_executor(None, termios.tcdrain, fd)
+                if fd is not None:
+                    # tcdrain blocks until the UART has sent the bytes: in a thread.
+                    await loop.run_in_executor(None, termios.tcdrain, fd)
+                # A pty (or a USB-serial adaptor with a deep FIFO) says "sent" at once: wait
+                # for the wire time at the configured speed too, so the queue stays short.
+                await asyncio.sleep(max(0.0, self._wire_free_at - loop.time()))
         except TransportError:
             raise
         except (OSError, termios.error) as exc:
