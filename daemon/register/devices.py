@@ -366,7 +366,28 @@ class PrintJobs:
                 await self._wake.wait()
             await self._run(self._queue.popleft())
 
-    def _changed_from(self, reason: str) -> Callable[[PrinterStatus | None], bool]:
+    async def _follow(self, job: PrintJobRecord, sending: asyncio.Task[None]) -> PrintJobRecord:
+        """While a job is sent: the printer stopping (paper out mid-receipt …) makes it
+        ``waiting`` with the reason, and ``printing`` again when it goes on."""
+        printer = self._printer
+        try:
+            while not sending.done():
+                reason = not_ready_reason(printer.status, printer.transport.is_open)
+                state = "printing" if reason is None else "waiting"
+                if (job.state, job.reason) != (state, reason):
+                    job = await self._transition(job, state, reason)
+                watch = asyncio.ensure_future(
+                    printer.wait_for(self._changed_from(reason), timeout=None))
+                try:
+                    await asyncio.wait({sending, watch}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    watch.cancel()
+        except BaseException:
+            sending.cancel()
+            raise
+        return job
+
+    def _changed_from(self, reason: str | None) -> Callable[[PrinterStatus | None], bool]:
         printer = self._printer
         return lambda status: not_ready_reason(status, printer.transport.is_open) != reason
 
@@ -389,8 +410,11 @@ class PrintJobs:
             job = await self._transition(job, "printing", None)
             self._crash("job_printing")
             self._counter = (self._counter + 1) % 10000
+            sending = asyncio.create_task(
+                printer.print_job(job.data, f"{self._counter:04d}".encode()))
             try:
-                await printer.print_job(job.data, f"{self._counter:04d}".encode())
+                job = await self._follow(job, sending)
+                await sending
             except JobStopped as e:
                 await self._transition(job, "failed", str(e))
             except TransportError as e:

@@ -90,6 +90,11 @@ async def running_service(service: RegisterService) -> AsyncIterator[RegisterSer
             await task
 
 
+def encoded(document: dict[str, Any]) -> bytes:
+    """The exact ESC/POS bytes of a document for the configured model."""
+    return EscposEncoder(MODELS["TM-T20II"]).encode(ReceiptDocument.model_validate(document))
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[PrinterSimulator]:
     async with PrinterSimulator() as printer:
@@ -123,9 +128,7 @@ async def test_receipt_over_tcp_exact_bytes_and_rendering(
         assert receipt.find("Kanelbulle") is not None
         assert "[EAN13 4006381333931]" in receipt.text
         assert receipt.cut == "full"
-        expected = EscposEncoder(MODELS["TM-T20II"]).encode(
-            ReceiptDocument.model_validate(RECEIPT))
-        assert expected in bytes(sim.received)
+        assert encoded(RECEIPT) in bytes(sim.received)
         states = [e["data"]["state"] for e in events(tmp_path, "print.job")]
         assert states == ["accepted", "printing", "printed"]
 
@@ -280,6 +283,7 @@ async def test_receipt_and_kick_over_a_pty(broker: MosquittoBroker, sim: Printer
         assert result.data["state"] == "printed"
         assert result.data["drawer"] == "open"
         assert "Kaffebaren" in (await sim.wait_receipts(1))[0].text
+        assert encoded(RECEIPT) in bytes(sim.received)
 
 
 async def test_receipt_and_kick_over_usb(broker: MosquittoBroker, sim: PrinterSimulator,
@@ -292,6 +296,8 @@ async def test_receipt_and_kick_over_usb(broker: MosquittoBroker, sim: PrinterSi
     async with store(broker, tmp_path, transport, usb_backend=backend) as (_, pos):
         result = await pos.send("print.receipt", {"document": RECEIPT})
         assert result.data["state"] == "printed"
+        assert encoded(RECEIPT) in bytes(sim.received)
+        assert not device.kernel_driver_active  # usblp detached while kassad holds it
         kicked = await pos.send("drawer.open", {"reason": "sale"})
         assert kicked.data == {"drawer": "open"}
         await sim.unplug()
@@ -461,3 +467,25 @@ async def test_drawer_on_its_own_serial_interface(broker: MosquittoBroker,
                 await pos.send("drawer.open", {"reason": "no_sale"})
             with pytest.raises(ERRORS[ErrorCode.DEVICE_UNAVAILABLE]):
                 await pos.send("print.receipt", {"document": RECEIPT})
+
+
+async def test_paper_out_in_the_middle_of_a_receipt(broker: MosquittoBroker,
+                                                   sim: PrinterSimulator, tmp_path: Path) -> None:
+    path = sim.open_pty()
+    long_receipt = {"blocks": [{"type": "columns", "left": f"Artikel {n}", "right": "10.00"}
+                               for n in range(60)] + [{"type": "cut"}]}
+    # 9600 baud: about 3 s of wire time, paced by the driver, so the fault lands mid-job.
+    async with store(broker, tmp_path, {"kind": "serial", "path": path, "baudrate": 9600}) \
+            as (_, pos):
+        job = asyncio.create_task(pos.send("print.receipt", {"document": long_receipt}))
+        await wait_event(tmp_path, "print.job", lambda d: d["state"] == "printing")
+        sim.paper_out()
+        waiting = await wait_event(tmp_path, "print.job", lambda d: d["state"] == "waiting")
+        assert waiting[0]["data"]["reason"] == "paper_out"
+        sim.paper_ok()
+        result = await job
+        assert result.data["state"] == "printed"
+        receipt = (await sim.wait_receipts(1))[0]
+        assert receipt.find("Artikel 59") is not None
+    states = [e["data"]["state"] for e in events(tmp_path, "print.job")]
+    assert states == ["accepted", "printing", "waiting", "printing", "printed"]
