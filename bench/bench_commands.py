@@ -32,43 +32,49 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
-import pstats
-import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from common import (
+    DEFAULT_LOG_TYPES,
+    HOST,
+    REGISTER,
+    STORE,
+    Meter,
+    Row,
+    cancel_on_sigterm,
+    cpu_meter,
+    cpu_spent,
+    filesystem_of,
+    machine,
+    mqtt_client,
+    print_profile,
+    print_table,
+    print_tail,
+    register_config,
+    run_in_temp_dir,
+    stop_process,
+    timed_commits,
+)
+from common import Sample as BaseSample
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kassad.daemon.client import KassadClient
 from kassad.daemon.config import BrokerConfig
-from kassad.simulators.broker import MosquittoBroker, find_mosquitto
+from kassad.simulators.broker import MosquittoBroker
 
-HOST = "127.0.0.1"
-STORE, REGISTER = "S1", "R1"
 REQ_TOPIC = "bench/echo/req"
 RES_TOPIC = "bench/echo/res"
 PAYMENT = {"kind": "other", "payment_type": "card", "amount": {"amount": 100, "currency": "SEK"}}
-# Debian's packaged mosquitto logs these; the test fixture's "log_type all" writes a line per
-# packet, which a production broker does not (--broker-log all restores it).
-DEFAULT_LOG_TYPES = "log_type none\n" + "\n".join(
-    f"log_type {t}" for t in ("error", "warning", "notice", "information"))
-ROW_BODY = "x" * 600  # about the size of one journaled event body
-# As the daemon's MqttLink does: without it a small packet written right after another waits
-# for the peer's delayed ACK (Nagle), ~40 ms per hop, and the baseline would measure that.
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 SCRIPT = Path(__file__).resolve()
 
 
@@ -90,70 +96,16 @@ QUICK = Counts(inserts=200, echo=100, echo_sustained=300, seq=100, sustained=200
 
 
 @dataclass
-class Sample:
-    """One measured phase: how many operations, in how long, and each one's latency (s)."""
-
-    count: int
-    elapsed: float
-    latencies: list[float] = field(default_factory=list)
-    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process/thread
+class Sample(BaseSample):
+    """One measured phase (see common.Sample), with its rate."""
 
     @property
     def rate(self) -> float:
         return self.count / self.elapsed if self.elapsed > 0 else 0.0
 
-    def pct(self, p: float) -> float:
-        """Nearest-rank percentile of the latencies, in milliseconds."""
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-        return ordered[rank - 1] * 1000
-
     def describe(self) -> str:
         return (f"{self.count} in {self.elapsed:.2f} s = {self.rate:,.0f}/s; "
                 f"p50 {self.pct(50):.2f} ms, p99 {self.pct(99):.2f} ms")
-
-    def cpu_per_op(self) -> str:
-        """CPU milliseconds per operation by process, and their sum against the wall time."""
-        if not self.cpu or not self.count:
-            return ""
-        parts = [f"{name} {seconds / self.count * 1000:.2f}" for name, seconds in self.cpu.items()]
-        total = sum(self.cpu.values()) / self.count * 1000
-        wall = self.elapsed / self.count * 1000
-        return (f"CPU ms/op: {', '.join(parts)}; sum {total:.2f} of {wall:.2f} wall "
-                f"({sum(self.cpu.values()) / self.elapsed:.2f} cores busy)")
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-Meter = Callable[[], dict[str, float]]
-
-
-def _stat_cpu(stat: Path) -> float:
-    """utime + stime of a /proc stat file, in seconds (0 if the process is gone)."""
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def cpu_meter(**pids: int | None) -> Meter:
-    """CPU seconds so far of each named process; for ``daemon`` the event-loop (main) thread
-    and the other threads (the journal's) apart. Linux /proc, 10 ms resolution."""
-    def read() -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, pid in pids.items():
-            if pid is None:
-                continue
-            total = _stat_cpu(Path(f"/proc/{pid}/stat"))
-            if name == "daemon":
-                loop = _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
-                out["daemon loop"], out["daemon journal+other"] = loop, total - loop
-            else:
-                out[name] = total
-        return out
-    return read
 
 
 async def run_senders(op: Callable[[], Awaitable[Any]], total: int, senders: int,
@@ -176,45 +128,18 @@ async def run_senders(op: Callable[[], Awaitable[Any]], total: int, senders: int
     await asyncio.gather(*(sender() for _ in range(senders)))
     elapsed = time.perf_counter() - start
     after = meter() if meter else {}
-    return Sample(len(latencies), elapsed, latencies,
-                  {k: after[k] - before.get(k, 0.0) for k in after})
+    return Sample(len(latencies), elapsed, latencies, cpu_spent(before, after))
 
 
 # -- A: bare fsync'd inserts -----------------------------------------------------------------
 
 
 def bench_inserts(folder: Path, count: int, cap_s: float) -> Sample:
-    db = sqlite3.connect(folder / "bare.db", isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        mode = db.execute("PRAGMA synchronous").fetchone()[0]
-        assert mode == 2, f"synchronous is {mode}, not FULL (2)"
-        db.execute("CREATE TABLE rows (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        latencies: list[float] = []
-        start = time.perf_counter()
-        deadline = start + cap_s
-        for _ in range(count):
-            t0 = time.perf_counter()
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO rows(body) VALUES (?)", (ROW_BODY,))
-            db.execute("COMMIT")
-            latencies.append(time.perf_counter() - t0)
-            if t0 > deadline:
-                break
-        return Sample(len(latencies), time.perf_counter() - start, latencies)
-    finally:
-        db.close()
+    latencies, elapsed = timed_commits(folder, count, cap_s)
+    return Sample(len(latencies), elapsed, latencies)
 
 
 # -- B: bare MQTT request/response -----------------------------------------------------------
-
-
-def mqtt_client(port: int, identifier: str) -> aiomqtt.Client:
-    client = aiomqtt.Client(HOST, port, identifier=identifier,
-                            protocol=aiomqtt.ProtocolVersion.V5, socket_options=NODELAY)
-    client.pending_calls_threshold = 1000
-    return client
 
 
 async def echo_server(port: int) -> None:
@@ -287,14 +212,7 @@ async def child(argv: list[str], log: Path, ready_line: bytes | None = None,
                 raise RuntimeError(f"{argv[1:]} did not start: {line!r}; see {log}")
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 20)
 
 
 async def bench_echo(broker: MosquittoBroker, work: Path, counts: Counts,
@@ -326,25 +244,7 @@ async def bench_echo(broker: MosquittoBroker, work: Path, counts: Counts,
 
 
 def write_register_config(path: Path, port: int, journal: Path) -> Path:
-    # No configured consumers: each event is still published once on evt, but nothing waits
-    # for an ack (with a consumer configured and none running, resends would pile up).
-    path.write_text(f"""store = "{STORE}"
-register = "{REGISTER}"
-
-[broker]
-host = "{HOST}"
-port = {port}
-
-[journal]
-path = {json.dumps(str(journal))}
-
-[delivery]
-consumers = []
-
-[money]
-base_currency = "SEK"
-accepted = ["SEK"]
-""", encoding="utf-8")
+    path.write_text(register_config(port, journal), encoding="utf-8")
     return path
 
 
@@ -400,8 +300,7 @@ async def bench_daemon(broker_proc: MosquittoBroker, work: Path, counts: Counts,
             if proc.returncode is not None:
                 raise RuntimeError(f"the daemon exited with {proc.returncode}")
     except Exception:
-        print(f"--- daemon log tail ({log}) ---", file=sys.stderr)
-        print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+        print_tail(log)
         raise
     return {"seq": seq, "many": many, "duplicates": duplicates,
             "journal": journal_summary(journal), "verify": verify_journal(journal)}
@@ -430,30 +329,12 @@ def verify_journal(journal: Path) -> str:
 # -- report ----------------------------------------------------------------------------------
 
 
-def filesystem_of(path: Path) -> str:
-    where, best = str(path.resolve()), ("", "?", "?")
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            dev, mount, fstype = line.split()[:3]
-            inside = where == mount or where.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best[0]):
-                best = (mount, fstype, dev)
-    return f"{best[1]} ({best[2]} on {best[0]})"
-
-
-def mosquitto_version() -> str:
-    done = subprocess.run([str(find_mosquitto()), "-h"], capture_output=True, text=True,
-                          timeout=10, check=False)
-    lines = (done.stdout or done.stderr).splitlines()
-    return lines[0].strip() if lines else "?"
-
-
 def report(inserts: Sample, echo: dict[str, Sample], daemon: dict[str, Any], senders: int,
            work: Path, broker_log: str, quick: bool) -> None:
     seq, many = daemon["seq"], daemon["many"]
     e1, e2, e2m = echo["echo1"], echo["echo2"], echo["echo2_many"]
     ceiling = inserts.rate / 2
-    rows: list[tuple[str, str, str, float]] = [
+    rows: list[Row] = [
         (f"durable commands/s, sustained ({senders} senders)", f"{many.rate:,.0f}/s",
          f"bare fsync'd inserts {inserts.rate:,.0f}/s", many.rate / inserts.rate),
         ("", "", f"2-commit ceiling (inserts/2) {ceiling:,.0f}/s", many.rate / ceiling),
@@ -480,17 +361,10 @@ def report(inserts: Sample, echo: dict[str, Sample], daemon: dict[str, Any], sen
     print()
     note = " (--quick: counts cut, not representative)" if quick else ""
     print(f"kassad durable command benchmark{note}")
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()} "
-          f"({platform.python_implementation()}), {mosquitto_version()}, "
-          f"{platform.system()} {platform.release()}")
+    print(machine())
     print(f"temp dir {work}: {filesystem_of(work)}; broker log: {broker_log}")
     print()
-    widths = (44, 12, 50)
-    head = ("figure", "value", "baseline", "ratio")
-    print(f"{head[0]:<{widths[0]}} {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}} {head[3]:>6}")
-    print("-" * (sum(widths) + 10))
-    for figure, value, baseline, ratio in rows:
-        print(f"{figure:<{widths[0]}} {value:>{widths[1]}}  {baseline:<{widths[2]}} {ratio:6.2f}")
+    print_table(rows, (44, 12, 50), 6)
     print()
     print("ratio = value / baseline. Each command costs two journal commits (the write-ahead")
     print("intent, then the result with its event), both synchronous=FULL, so the ceiling is")
@@ -520,27 +394,13 @@ def report(inserts: Sample, echo: dict[str, Sample], daemon: dict[str, Any], sen
     print(f"  kassad journal verify: {daemon['verify']}")
 
 
-def print_profile(path: Path) -> None:
-    if not path.exists():
-        print(f"no profile written to {path}")
-        return
-    print(f"\ndaemon profile (event-loop thread only), {path}:")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(20)
-    stats.sort_stats("cumulative").print_stats(25)
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
 async def bench_network(args: argparse.Namespace, counts: Counts, work: Path,
                         broker_log: str) -> tuple[dict[str, Sample], dict[str, Any]]:
-    extra = DEFAULT_LOG_TYPES if broker_log == "default" else ""
-    # SIGTERM cancels this task like Ctrl-C does, so the subprocesses and the broker are
-    # stopped by the context managers below and the temp dir is removed.
-    this = asyncio.current_task()
-    assert this is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
+    extra = DEFAULT_LOG_TYPES if broker_log == "default" else ""  # "all": every packet
+    cancel_on_sigterm()
     with MosquittoBroker(work / "broker", extra_config=extra) as broker:
         print(f"B: bare MQTT round trips through mosquitto on {HOST}:{broker.port} …",
               flush=True)
@@ -574,28 +434,18 @@ def main() -> int:
         return 0
 
     counts = QUICK if args.quick else FULL
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
     if args.profile_daemon is not None:
         args.profile_daemon = args.profile_daemon.resolve()
-    work = Path(tempfile.mkdtemp(prefix="kassad-bench-", dir=args.dir))
-    started = time.perf_counter()
-    try:
+
+    def run(work: Path) -> None:
         print(f"A: {counts.inserts} bare fsync'd SQLite commits in {work} …", flush=True)
         inserts = bench_inserts(work, counts.inserts, counts.cap_s)
         echo, daemon = asyncio.run(bench_network(args, counts, work, args.broker_log))
         report(inserts, echo, daemon, args.senders, work, args.broker_log, args.quick)
         if args.profile_daemon is not None:
             print_profile(args.profile_daemon)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print(f"\ntotal time {time.perf_counter() - started:.1f} s")
-    return 0
+
+    return run_in_temp_dir("kassad-bench-", args.dir, args.keep, run)
 
 
 if __name__ == "__main__":

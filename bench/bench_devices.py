@@ -44,16 +44,9 @@ import base64
 import contextlib
 import json
 import os
-import platform
-import pstats
 import random
-import shutil
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import tty
 import uuid
@@ -62,27 +55,44 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiomqtt
+from common import (
+    DEFAULT_LOG_TYPES,
+    HOST,
+    REGISTER,
+    STORE,
+    Meter,
+    Row,
+    cancel_on_sigterm,
+    cpu_meter,
+    cpu_spent,
+    filesystem_of,
+    machine,
+    mqtt_client,
+    nearest_rank,
+    print_profile,
+    print_table,
+    print_tail,
+    register_config,
+    run_in_temp_dir,
+    stop_process,
+    timed_commits,
+)
+from common import Sample as BaseSample
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from kassad.simulators.broker import MosquittoBroker, find_mosquitto
+from kassad.simulators.broker import MosquittoBroker
+from kassad.simulators.common import open_raw_pty
 from kassad.simulators.printer.device import PrinterSimulator
 from kassad.simulators.printer.faces import Link
 
-HOST = "127.0.0.1"
-STORE, REGISTER = "S1", "R1"
 BASE = f"kassad/v1/{STORE}/{REGISTER}"
 EVT = f"{BASE}/evt"
 PING_TOPIC = "bench/ping"
-DEFAULT_LOG_TYPES = "log_type none\n" + "\n".join(
-    f"log_type {t}" for t in ("error", "warning", "notice", "information"))
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 WIRE_BAUDS = (19200, 115200)
-ROW_BODY = "x" * 600
-SCRIPT = Path(__file__).resolve()
 
 
 @dataclass
@@ -104,71 +114,17 @@ QUICK = Counts(kicks=100, loaded_kicks=100, wire_kicks=4, pings=100, receipts=10
                wire_receipts=2, commits=100, warmup=5, cap_s=8.0)
 
 
-def nearest_rank(values: list[float] | list[int], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 @dataclass
-class Sample:
-    """One measured phase: each operation's latency (s), CPU seconds per process."""
+class Sample(BaseSample):
+    """One measured phase (see common.Sample), with notes on what went unusually."""
 
-    count: int = 0
-    elapsed: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    cpu: dict[str, float] = field(default_factory=dict)
+    unit: ClassVar[str] = "iteration"
+
     notes: list[str] = field(default_factory=list)
-
-    def pct(self, p: float) -> float:
-        """Nearest-rank percentile of the latencies, in milliseconds."""
-        return nearest_rank(self.latencies, p) * 1000
 
     def describe(self) -> str:
         return (f"{len(self.latencies)} in {self.elapsed:.2f} s; p50 {self.pct(50):.2f} ms, "
                 f"p99 {self.pct(99):.2f} ms, max {self.pct(100):.2f} ms")
-
-    def cpu_per_op(self) -> str:
-        if not self.cpu or not self.count:
-            return ""
-        parts = [f"{name} {seconds / self.count * 1000:.2f}" for name, seconds in self.cpu.items()]
-        total = sum(self.cpu.values())
-        return (f"CPU ms/iteration: {', '.join(parts)}; sum {total / self.count * 1000:.2f} of "
-                f"{self.elapsed / self.count * 1000:.2f} wall "
-                f"({total / self.elapsed:.2f} cores busy)")
-
-
-# -- CPU from /proc (as in bench_commands.py) ------------------------------------------------
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_cpu(stat: Path) -> float:
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def cpu_meter(**pids: int | None) -> Any:
-    """CPU seconds so far of each named process; the daemon's event loop and its other threads
-    (the journal's) apart. Linux /proc, 10 ms resolution."""
-    def read() -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, pid in pids.items():
-            if pid is None:
-                continue
-            total = _stat_cpu(Path(f"/proc/{pid}/stat"))
-            if name == "daemon":
-                loop = _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
-                out["daemon loop"], out["daemon journal+other"] = loop, total - loop
-            else:
-                out[name] = total
-        return out
-    return read
 
 
 # -- the simulated printer, timed ------------------------------------------------------------
@@ -217,11 +173,8 @@ class WireRelay:
 
     def __init__(self, sim_path: str, baud: int) -> None:
         self.rate = baud / 10
-        master, slave = os.openpty()
-        tty.setraw(master)
-        os.set_blocking(master, False)
-        self.path = os.ttyname(slave)
-        self._master, self._slave = master, slave  # keep the slave open: no EIO on the master
+        # Keep the slave open: no EIO on the master.
+        self._master, self._slave, self.path = open_raw_pty()
         self._sim = os.open(sim_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(self._sim)
         self.delivered = 0
@@ -298,13 +251,6 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 # -- MQTT: a bare POS, and the bare baseline -------------------------------------------------
-
-
-def mqtt_client(port: int, identifier: str) -> aiomqtt.Client:
-    client = aiomqtt.Client(HOST, port, identifier=identifier,
-                            protocol=aiomqtt.ProtocolVersion.V5, socket_options=NODELAY)
-    client.pending_calls_threshold = 1000
-    return client
 
 
 @dataclass
@@ -397,7 +343,7 @@ async def listening(pos: Pos) -> AsyncIterator[Pos]:
             await task
 
 
-async def bench_bare_publish(port: int, counts: Counts, meter: Any) -> Sample:
+async def bench_bare_publish(port: int, counts: Counts, meter: Meter) -> Sample:
     """Publish (QoS 1) → a subscriber's receipt, one at a time, both clients in this process."""
     async with mqtt_client(port, "bench-pub") as pub, mqtt_client(port, "bench-sub") as sub:
         await sub.subscribe(PING_TOPIC, qos=1)
@@ -428,30 +374,14 @@ async def bench_bare_publish(port: int, counts: Counts, meter: Any) -> Sample:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await task
     sample.count = len(sample.latencies)
-    sample.cpu = {k: after[k] - before.get(k, 0.0) for k in after}
+    sample.cpu = cpu_spent(before, after)
     return sample
 
 
 def bench_commits(folder: Path, counts: Counts) -> Sample:
     """Bare fsync'd SQLite commits (WAL, synchronous=FULL), as the journal makes them."""
-    db = sqlite3.connect(folder / "bare.db", isolation_level=None)
-    sample = Sample()
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("CREATE TABLE rows (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        start = time.perf_counter()
-        for _ in range(counts.commits):
-            t0 = time.perf_counter()
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO rows(body) VALUES (?)", (ROW_BODY,))
-            db.execute("COMMIT")
-            sample.latencies.append(time.perf_counter() - t0)
-        sample.elapsed = time.perf_counter() - start
-    finally:
-        db.close()
-    sample.count = len(sample.latencies)
-    return sample
+    latencies, elapsed = timed_commits(folder, counts.commits)
+    return Sample(len(latencies), elapsed, latencies)
 
 
 # -- the daemon ------------------------------------------------------------------------------
@@ -469,25 +399,8 @@ def write_register_config(path: Path, port: int, journal: Path, transport: dict[
              f'baudrate = {transport["baudrate"]}' if kind == "serial"
              else f'kind = "tcp", host = "{HOST}", port = {transport["port"]}')
     timeout = 5.0 if slow_line else 1.0
-    path.write_text(f"""store = "{STORE}"
-register = "{REGISTER}"
-
-[broker]
-host = "{HOST}"
-port = {port}
-reconnect_min = 0.05
-reconnect_max = 0.5
-
-[journal]
-path = {json.dumps(str(journal))}
-
-[delivery]
-consumers = []
-
-[money]
-base_currency = "SEK"
-accepted = ["SEK"]
-
+    broker = "reconnect_min = 0.05\nreconnect_max = 0.5\n"
+    path.write_text(register_config(port, journal, broker) + f"""
 [devices.printer]
 model = "TM-T20II"
 transport = {{ {where} }}
@@ -505,11 +418,6 @@ kick_retries = 1
 left_open_after = 600.0
 """, encoding="utf-8")
     return path
-
-
-def print_tail(log: Path) -> None:
-    print(f"--- daemon log tail ({log}) ---", file=sys.stderr)
-    print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
 
 
 @contextlib.asynccontextmanager
@@ -530,14 +438,7 @@ async def daemon(config: Path, log: Path, profile: Path | None,
         print_tail(log)
         raise
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(25):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, 25)
 
 
 async def wait_ready(pos: Pos, proc: asyncio.subprocess.Process, timeout: float = 20.0,  # noqa: ASYNC109
@@ -638,7 +539,7 @@ async def settle(pos: Pos, sim: TimedPrinter) -> None:
             await asyncio.sleep(0.06)
 
 
-async def bench_kicks(pos: Pos, sim: TimedPrinter, count: int, counts: Counts, meter: Any,
+async def bench_kicks(pos: Pos, sim: TimedPrinter, count: int, counts: Counts, meter: Meter,
                       wire: WireRelay | None = None) -> Sample:
     """drawer.open → its kick bytes at the simulator; the drawer is closed between kicks.
 
@@ -684,7 +585,7 @@ async def bench_kicks(pos: Pos, sim: TimedPrinter, count: int, counts: Counts, m
     sample.elapsed = time.monotonic() - start
     after = meter()
     sample.count = attempts
-    sample.cpu = {k: after[k] - before.get(k, 0.0) for k in after}
+    sample.cpu = cpu_spent(before, after)
     seen = Counter(pos.events)
     seen.subtract(events_before)
     if errors:
@@ -714,7 +615,7 @@ async def bench_kicks(pos: Pos, sim: TimedPrinter, count: int, counts: Counts, m
     return sample
 
 
-async def bench_receipts(pos: Pos, sim: TimedPrinter, count: int, counts: Counts, meter: Any,
+async def bench_receipts(pos: Pos, sim: TimedPrinter, count: int, counts: Counts, meter: Meter,
                          ) -> tuple[Sample, Sample]:
     """print.raw of 2048 bytes → its last byte at the simulator, and → the printed result."""
     last_byte, printed = Sample(), Sample()
@@ -742,37 +643,11 @@ async def bench_receipts(pos: Pos, sim: TimedPrinter, count: int, counts: Counts
     last_byte.elapsed = printed.elapsed = time.monotonic() - start
     after = meter()
     last_byte.count = printed.count = len(last_byte.latencies)
-    last_byte.cpu = {k: after[k] - before.get(k, 0.0) for k in after}
+    last_byte.cpu = cpu_spent(before, after)
     return last_byte, printed
 
 
 # -- report ----------------------------------------------------------------------------------
-
-
-def mosquitto_version() -> str:
-    done = subprocess.run([str(find_mosquitto()), "-h"], capture_output=True, text=True,
-                          timeout=10, check=False)
-    lines = (done.stdout or done.stderr).splitlines()
-    return lines[0].strip() if lines else "?"
-
-
-def filesystem_of(path: Path) -> str:
-    where, best = str(path.resolve()), ("", "?", "?")
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            dev, mount, fstype = line.split()[:3]
-            inside = where == mount or where.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best[0]):
-                best = (mount, fstype, dev)
-    return f"{best[1]} ({best[2]} on {best[0]})"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def report(r: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
@@ -782,7 +657,7 @@ def report(r: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
     floor50 = bare.pct(50) + commit.pct(50)
     link = (f"serial over the simulator's pty, {args.baud} baud configured (not enforced)"
             if args.transport == "serial" else "TCP to the simulator's :9100 listener")
-    rows: list[tuple[str, str, str, float]] = [
+    rows: list[Row] = [
         ("command → kick p50, printer idle", f"{idle.pct(50):.2f} ms",
          f"bare MQTT publish → receipt p50 {bare.pct(50):.2f} ms", idle.pct(50) / bare.pct(50)),
         ("", "", f"… + one fsync'd commit p50 = {floor50:.2f} ms", idle.pct(50) / floor50),
@@ -827,19 +702,11 @@ def report(r: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
     print()
     note = " (--quick: counts cut, not representative)" if args.quick else ""
     print(f"kassad drawer kick and receipt benchmark{note}")
-    print(f"machine: {os.cpu_count()} cores ({cpu_model()}), Python "
-          f"{platform.python_version()} ({platform.python_implementation()}), "
-          f"{mosquitto_version()}, {platform.system()} {platform.release()}")
+    print(machine(with_cpu_model=True))
     print(f"printer link: {link}; printer simulator in the bench process; "
           f"temp dir {work}: {filesystem_of(work)}")
     print()
-    widths = (44, 10, 48)
-    head = ("figure", "value", "baseline", "ratio")
-    print(f"{head[0]:<{widths[0]}} {head[1]:>{widths[1]}}  {head[2]:<{widths[2]}} {head[3]:>7}")
-    print("-" * (sum(widths) + 11))
-    for figure, value, baseline, ratio in rows:
-        shown = f"{ratio:7.2f}" if ratio >= 0.1 else f"{ratio:7.4f}"
-        print(f"{figure:<{widths[0]}} {value:>{widths[1]}}  {baseline:<{widths[2]}} {shown}")
+    print_table(rows, (44, 10, 48), 7, precise_below=0.1)
     print()
     print("ratio = value / baseline. t0 is taken right before a bare aiomqtt client publishes the")
     print("command (QoS 1, Response Topic, Correlation Data; not KassadClient); the end is the")
@@ -881,16 +748,6 @@ def report(r: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
                           ("3 bare publish", bare)):
         if sample is not None:
             print(f"  {label:<20} {sample.cpu_per_op()}")
-
-
-def print_profile(path: Path) -> None:
-    if not path.exists():
-        print(f"no profile written to {path}")
-        return
-    print(f"\ndaemon profile (event-loop thread only), {path}:")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats(30)
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -940,9 +797,7 @@ async def run_daemon_phases(broker: MosquittoBroker, sim: TimedPrinter, work: Pa
 
 
 async def bench(args: argparse.Namespace, counts: Counts, work: Path) -> dict[str, Any]:
-    this = asyncio.current_task()
-    assert this is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
+    cancel_on_sigterm()
     results: dict[str, Any] = {}
     print(f"3: {counts.commits} bare fsync'd SQLite commits in {work} …", flush=True)
     results["commits"] = bench_commits(work, counts)
@@ -987,24 +842,14 @@ def main() -> int:
         args.profile_daemon = args.profile_daemon.resolve()
 
     counts = QUICK if args.quick else FULL
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
-    work = Path(tempfile.mkdtemp(prefix="kassad-bench-devices-", dir=args.dir))
-    started = time.perf_counter()
-    try:
+
+    def run(work: Path) -> None:
         results = asyncio.run(bench(args, counts, work))
         report(results, args, work)
         if args.profile_daemon is not None:
-            print_profile(args.profile_daemon)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print(f"\ntotal time {time.perf_counter() - started:.1f} s")
-    return 0
+            print_profile(args.profile_daemon, tottime=25, cumulative=30)
+
+    return run_in_temp_dir("kassad-bench-devices-", args.dir, args.keep, run)
 
 
 if __name__ == "__main__":

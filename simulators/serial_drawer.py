@@ -20,10 +20,10 @@ The parser matches whole commands as bytes arrive (they may come split or back t
 protocol validation guarantees neither command is a prefix of the other. ``commands`` keeps every
 whole command in arrival order, so a test can check that kicks and queries never interleave.
 
-The pty is opened as in the printer simulator (recipes.md §3): raw mode on the master, and the
-simulator keeps its own slave descriptor while plugged, else the master reads EIO whenever no
-client has the port open. unplug() closes both: the client's next read fails as with a pulled
-USB-serial adaptor. replug() makes a new pty; its path may differ.
+The pty is opened as in the printer simulator (recipes.md §3; both use simulators/common.py):
+raw mode on the master, and the simulator keeps its own slave descriptor while plugged, else the
+master reads EIO whenever no client has the port open. unplug() closes both: the client's next
+read fails as with a pulled USB-serial adaptor. replug() makes a new pty; its path may differ.
 
 Runnable: ``python -m kassad.simulators.serial_drawer`` prints the port path and takes verbs on
 stdin (close, open, jam, unjam, stick open|closed|none, silent, talk, unplug, replug, state).
@@ -38,11 +38,11 @@ import logging
 import os
 import sys
 import time
-import tty
 from collections.abc import Callable
 from typing import Literal
 
 from kassad.drivers.drawer.serial_drawer import SerialDrawerProtocol
+from kassad.simulators.common import Changes, RawPty
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,37 +86,31 @@ class SerialDrawerSimulator:
         self.received = bytearray()
         self._replying = 0
         self._pending = bytearray()
-        self._fds: tuple[int, int] | None = None
-        self._path: str | None = None
+        self._pty: RawPty | None = None
         self._timers: set[asyncio.TimerHandle] = set()
-        self._cond = asyncio.Condition()
-        self._notify_task: asyncio.Task[None] | None = None
+        self._changes = Changes("serial drawer simulator")
 
     # -- the port ---------------------------------------------------------------------------
 
     def open_pty(self) -> str:
         """Create the serial port (a pty in raw mode); returns the path for the driver."""
-        if self._path is not None:
-            return self._path
-        master, slave = os.openpty()
-        tty.setraw(master)  # one termios for the pair: no echo, no CR/LF mangling
-        os.set_blocking(master, False)
-        asyncio.get_running_loop().add_reader(master, self._readable)
-        self._fds, self._path, self.plugged = (master, slave), os.ttyname(slave), True
+        if self._pty is not None:
+            return self._pty.path
+        self._pty, self.plugged = RawPty(self._feed, self._read_failed, _READ_SIZE), True
         self._pending.clear()
-        self._changed()
-        return self._path
+        self._changes.changed()
+        return self._pty.path
 
     @property
     def pty_path(self) -> str | None:
         """The current port's path; None while unplugged."""
-        return self._path
+        return self._pty.path if self._pty is not None else None
 
     def unplug(self) -> None:
         """Pull the cable: close the pty; the driver's next read or write fails."""
         self.plugged = False
         self._close_pty()
-        self._changed()
+        self._changes.changed()
 
     def replug(self) -> str:
         """Plug in again: a new pty, whose path is returned (it may differ from the old one)."""
@@ -128,8 +122,7 @@ class SerialDrawerSimulator:
         self._timers.clear()
         self.plugged = False
         self._close_pty()
-        if self._notify_task is not None:
-            await self._notify_task
+        await self._changes.close()
 
     async def __aenter__(self) -> SerialDrawerSimulator:
         return self
@@ -150,7 +143,7 @@ class SerialDrawerSimulator:
     def jam(self, on: bool = True) -> None:
         """A jammed drawer takes kicks but does not open."""
         self.jammed = on
-        self._changed()
+        self._changes.changed()
 
     def stick_sensor(self, stuck: Stuck | None) -> None:
         """The sensor reads ``stuck`` whatever the drawer does; None repairs it."""
@@ -158,12 +151,12 @@ class SerialDrawerSimulator:
             msg = f"stuck must be None, 'open' or 'closed', not {stuck!r}"
             raise ValueError(msg)
         self.stuck = stuck
-        self._changed()
+        self._changes.changed()
 
     def silence(self, on: bool = True) -> None:
         """Stop answering status queries (kicks still work): the driver sees no reply."""
         self.silent = on
-        self._changed()
+        self._changes.changed()
 
     @property
     def sensor(self) -> bool:
@@ -172,12 +165,7 @@ class SerialDrawerSimulator:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Return once ``predicate()`` holds, re-checked on every change of the simulator."""
-        try:
-            async with asyncio.timeout(timeout), self._cond:
-                await self._cond.wait_for(predicate)
-        except TimeoutError:
-            msg = f"serial drawer simulator: condition not met within {timeout} s; {self.state()}"
-            raise TimeoutError(msg) from None
+        await self._changes.wait_for(predicate, timeout, self.state)
 
     def state(self) -> str:
         return (f"open={self.drawer_open} jammed={self.jammed} stuck={self.stuck} "
@@ -187,18 +175,9 @@ class SerialDrawerSimulator:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _readable(self) -> None:
-        assert self._fds is not None
-        try:
-            data = os.read(self._fds[0], _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            _LOGGER.warning("serial drawer simulator: pty read failed; unplugging", exc_info=True)
-            self.unplug()
-            return
-        if data:
-            self._feed(data)
+    def _read_failed(self, error: OSError) -> None:
+        _LOGGER.warning("serial drawer simulator: pty read failed; unplugging", exc_info=error)
+        self.unplug()
 
     def _feed(self, data: bytes) -> None:
         self.received += data
@@ -210,7 +189,7 @@ class SerialDrawerSimulator:
             _LOGGER.warning("serial drawer simulator: %d unknown byte(s) ignored: %s",
                             len(dropped), dropped[:16].hex(" "))
             self.unknown += dropped
-        self._changed()
+        self._changes.changed()
 
     def _match(self) -> bytes:
         """Execute the buffer if it is a whole command; drop bytes that start none."""
@@ -235,7 +214,7 @@ class SerialDrawerSimulator:
 
     def _answer(self) -> None:
         self.queries += 1
-        if self.silent or self._fds is None:
+        if self.silent or self._pty is None:
             _LOGGER.debug("serial drawer simulator: silent, status query not answered")
             return
         # The sensor is sampled when the query arrives, as a box's firmware would.
@@ -251,14 +230,14 @@ class SerialDrawerSimulator:
         self._prune_timers()
         self._replying -= 1
         self._send_reply(byte)
-        self._changed()
+        self._changes.changed()
 
     def _send_reply(self, byte: int) -> None:
-        if self._fds is None:
+        if self._pty is None:
             _LOGGER.debug("serial drawer simulator: unplugged before the reply went out")
             return
         try:
-            written = os.write(self._fds[0], bytes([byte]))
+            written = os.write(self._pty.master, bytes([byte]))
         except OSError:  # BlockingIOError included: nobody drains the port, as on a real box
             written = 0
         if written:
@@ -286,33 +265,14 @@ class SerialDrawerSimulator:
 
     def _set_open(self, is_open: bool) -> None:
         self.drawer_open = is_open
-        self._changed()
+        self._changes.changed()
 
     def _close_pty(self) -> None:
-        if self._fds is None:
+        if self._pty is None:
             return
-        master, slave = self._fds
-        with contextlib.suppress(RuntimeError):  # the loop may already be closed
-            asyncio.get_running_loop().remove_reader(master)
-        for fd in (master, slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds, self._path = None, None
+        self._pty.close()
+        self._pty = None
         self._pending.clear()
-
-    def _changed(self) -> None:
-        """Wake wait_for(). Verbs are synchronous, so the notification runs as a small task."""
-        if self._notify_task is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # no loop, so nobody can be waiting
-            self._notify_task = loop.create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._cond:
-            self._notify_task = None  # later changes need a new notification
-            self._cond.notify_all()
 
 
 # -- standalone ------------------------------------------------------------------------------

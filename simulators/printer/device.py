@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kassad.simulators.common import Changes
 from kassad.simulators.printer.faces import Link, PtyFace, TcpFace, UsbFace
 from kassad.simulators.printer.parser import DEFAULT_MAX_DATA, Command, EscPosParser, Kind
 from kassad.simulators.printer.render import Receipt, Renderer
@@ -101,8 +102,7 @@ class PrinterSimulator:
         self._asb_last = self.state.asb()
         self._pin_busy_until: dict[int, float] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._cond = asyncio.Condition()
-        self._notify_task: asyncio.Task[None] | None = None
+        self._changes = Changes("printer simulator")
         self._tcp = TcpFace(self._attach, self._receive, self._detach)
         self._pty = PtyFace(self._attach, self._receive, self._detach)
         self._usb = UsbFace(self._attach, self._receive, self._detach)
@@ -151,7 +151,7 @@ class PrinterSimulator:
             self._renderer.apply(Command(Kind.INIT, b"\x1b@"))
             self._pin_busy_until.clear()
             self.state.asb_mask = 0
-        self._changed()
+        self._changes.changed()
 
     async def replug(self) -> str | None:
         """Come back on the same faces: the same TCP port, a new pty (its path is returned),
@@ -160,7 +160,7 @@ class PrinterSimulator:
         await self._tcp.restart()
         path = self._pty.reopen()
         self._usb.replug()
-        self._changed()
+        self._changes.changed()
         return path
 
     async def close(self) -> None:
@@ -170,8 +170,7 @@ class PrinterSimulator:
         await self._tcp.stop()
         self._pty.close()
         self._usb.close()
-        if self._notify_task is not None:
-            await self._notify_task
+        await self._changes.close()
 
     async def __aenter__(self) -> PrinterSimulator:
         return self
@@ -256,13 +255,10 @@ class PrinterSimulator:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Return once ``predicate()`` holds, re-checked on every change of the simulator."""
-        try:
-            async with asyncio.timeout(timeout), self._cond:
-                await self._cond.wait_for(predicate)
-        except TimeoutError:
-            raise TimeoutError(f"printer simulator: condition not met within {timeout} s; "
-                               f"state {self.state.snapshot()}, {len(self.receipts)} receipts, "
-                               f"{len(self.kicks)} kicks, {self.pending} queued") from None
+        await self._changes.wait_for(
+            predicate, timeout,
+            lambda: (f"state {self.state.snapshot()}, {len(self.receipts)} receipts, "
+                     f"{len(self.kicks)} kicks, {self.pending} queued"))
 
     async def wait_receipts(self, n: int, timeout: float = 5.0) -> list[Receipt]:  # noqa: ASYNC109
         await self.wait_for(lambda: len(self.receipts) >= n, timeout)
@@ -280,27 +276,13 @@ class PrinterSimulator:
 
     def _attach(self, link: Link) -> EscPosParser:
         self._links.append(link)
-        self._changed()
+        self._changes.changed()
         return EscPosParser(realtime_in_data=self._realtime_in_data, max_data=self.max_data)
 
     def _detach(self, link: Link) -> None:
         if link in self._links:
             self._links.remove(link)
-        self._changed()
-
-    def _changed(self) -> None:
-        """Wake wait_for(). Verbs are synchronous, so the notification runs as a small task."""
-        if self._notify_task is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # no loop, so nobody can be waiting
-            self._notify_task = loop.create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._cond:
-            self._notify_task = None  # later changes need a new notification
-            self._cond.notify_all()
+        self._changes.changed()
 
     def _set(self, **changes: Any) -> None:
         for name, value in changes.items():
@@ -315,7 +297,7 @@ class PrinterSimulator:
             self._send_asb(now)
         self._asb_last = now
         self._pump()
-        self._changed()
+        self._changes.changed()
 
     def _send_asb(self, message: bytes) -> None:
         link = self._asb_link
@@ -341,7 +323,7 @@ class PrinterSimulator:
             else:
                 self._queue.append(_Queued(link, cmd, at))
                 self._pump()
-        self._changed()
+        self._changes.changed()
 
     def _pump(self) -> None:
         """Print queued commands while the printer can (re-entrant calls are no-ops)."""
@@ -432,7 +414,7 @@ class PrinterSimulator:
             self._timers.add(handle[0])
         elif fired:
             self._set(drawer_open=True)
-        self._changed()
+        self._changes.changed()
 
     def _receipt_done(self, receipt: Receipt) -> None:
         self.receipts.append(receipt)

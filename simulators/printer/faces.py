@@ -27,10 +27,10 @@ import logging
 import os
 import socket
 import struct
-import tty
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from kassad.simulators.common import RawPty
 from kassad.simulators.printer.parser import EscPosParser
 
 if TYPE_CHECKING:
@@ -144,17 +144,15 @@ class PtyFace(_Face):
         super().__init__(attach, receive, detach)
         self.path: str | None = None
         self._wanted = False
-        self._fds: tuple[int, int] | None = None
+        self._pty: RawPty | None = None
         self._link_: Link | None = None
 
     def open(self) -> str:
         if self.path is not None:
             return self.path
-        loop = asyncio.get_running_loop()
-        master, slave = os.openpty()
-        tty.setraw(master)  # one termios for the pair: no echo, no CR/LF mangling
-        os.set_blocking(master, False)
-        self.path, self._fds, self._wanted = os.ttyname(slave), (master, slave), True
+        pty = RawPty(self._readable, self._read_failed, _READ_SIZE)
+        master = pty.master
+        self.path, self._pty, self._wanted = pty.path, pty, True
 
         def send(data: bytes) -> None:
             try:
@@ -167,34 +165,23 @@ class PtyFace(_Face):
                 _LOGGER.warning("pty full, %d reply bytes dropped", len(data) - written)
 
         self._link_ = self._link(f"pty:{self.path}", send)
-        loop.add_reader(master, self._readable)
         return self.path
 
-    def _readable(self) -> None:
-        assert self._fds is not None and self._link_ is not None
-        try:
-            data = os.read(self._fds[0], _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            _LOGGER.warning("pty master read failed; closing the serial face", exc_info=True)
-            self.close()
-            return
-        if data:
-            self._receive(self._link_, data)
+    def _readable(self, data: bytes) -> None:
+        assert self._link_ is not None
+        self._receive(self._link_, data)
+
+    def _read_failed(self, error: OSError) -> None:
+        _LOGGER.warning("pty master read failed; closing the serial face", exc_info=error)
+        self.close()
 
     def close(self) -> None:
-        if self._fds is None:
+        if self._pty is None:
             return
-        master, slave = self._fds
-        with contextlib.suppress(RuntimeError):  # the loop may already be closed
-            asyncio.get_running_loop().remove_reader(master)
-        for fd in (master, slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._pty.close()
         if self._link_ is not None:
             self._drop(self._link_)
-        self._fds, self._link_, self.path = None, None, None
+        self._pty, self._link_, self.path = None, None, None
 
     def reopen(self) -> str | None:
         return self.open() if self._wanted and self.path is None else self.path
