@@ -1,0 +1,1 @@
+"""A ccTalk bus simulator: coin acceptor, hopper and bill validator behind one pty."""

@@ -1,0 +1,1 @@
+"""An ITL SSP note validator simulator on a pty."""
