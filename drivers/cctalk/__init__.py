@@ -1,1 +1,2 @@
-"""ccTalk: frames (8-bit checksum, CRC-16), the request/response protocol on the shared bus, and the devices (coin acceptor, bill validator, hopper)."""
+"""ccTalk: frames (checksum, CRC-16), the bus protocol, and the devices on it
+(coin acceptor, bill validator, hopper)."""

@@ -1,1 +1,1 @@
-"""ITL SSP (unencrypted): frames (stuffing, CRC-16/CMS, sequence bit), protocol, note validator driver."""
+"""ITL SSP (unencrypted): frames (stuffing, CRC-16/CMS, sequence bit), protocol, driver."""
