@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from .contract.topics import ID_RE
+from .ledger.denominations import DEFAULT_DENOMINATIONS, Denomination
 from .ledger.money import is_iso_currency
 
 CONFIG_ENV = "KASSAD_CONFIG"
@@ -82,12 +83,29 @@ class DeliveryConfig(_Section):
     state_interval: Seconds = Field(0.25, description="at most one retained state per interval")
 
 
+class DenominationConfig(_Section):
+    value: int = Field(ge=1, le=10**9, description="in minor units: 2000 is a 20.00 note")
+    kind: Literal["coin", "note"]
+
+
 class MoneyConfig(_Section):
     base_currency: str = "SEK"
     accepted: list[str] = Field(default_factory=lambda: ["SEK"])
     max_amount: int = Field(
         10**10, ge=1, le=10**13, description="largest single amount, in minor units"
     )
+    denominations: dict[str, list[DenominationConfig]] = Field(
+        default_factory=dict,
+        description="replaces the built-in coins and notes of a currency (SEK, EUR, USD, GBP, "
+                    "NOK, DKK and CHF are built in)")
+    low_change_pieces: int = Field(5, ge=0, le=1000,
+                                   description="warn when a change denomination falls below")
+
+    def denomination_sets(self) -> dict[str, tuple[Denomination, ...]]:
+        sets = dict(DEFAULT_DENOMINATIONS)
+        for code, items in self.denominations.items():
+            sets[code] = tuple(Denomination(d.value, d.kind) for d in items)
+        return sets
 
     @model_validator(mode="after")
     def _codes(self) -> MoneyConfig:
@@ -96,6 +114,12 @@ class MoneyConfig(_Section):
                 raise ValueError(f"{code!r} is not an ISO 4217 currency code")
         if self.base_currency not in self.accepted:
             raise ValueError(f"base_currency {self.base_currency} must be in accepted")
+        for code, items in self.denominations.items():
+            if not is_iso_currency(code):
+                raise ValueError(f"denominations: {code!r} is not an ISO 4217 currency code")
+            values = [d.value for d in items]
+            if len(set(values)) != len(values):
+                raise ValueError(f"denominations.{code}: a value is listed twice")
         return self
 
 

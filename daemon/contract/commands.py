@@ -51,11 +51,37 @@ class MoneyIn(_Model):
     currency: CurrencyCode
 
 
+DenominationKey = Annotated[StrictStr, Field(pattern=r"^[1-9][0-9]{0,12}$",
+                                             description="coin or note value in minor units")]
+Pieces = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+Counts = Annotated[dict[DenominationKey, Pieces], Field(max_length=64)]
+
+
+class CashCount(_Model):
+    """Cash of one currency: a total ``amount``, ``counts`` by denomination (``{"10000": 3}``
+    is three 100.00 notes), or ``from_counter``: the named counter's last counting run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
+
+    currency: CurrencyCode
+    amount: Amount | None = None
+    counts: Counts | None = None
+    from_counter: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CashCount:
+        if self.from_counter is not None and (self.amount is not None or self.counts):
+            raise ValueError("from_counter takes neither amount nor counts")
+        if self.from_counter is None and self.amount is None and self.counts is None:
+            raise ValueError("give amount, counts or from_counter")
+        return self
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
-def _unique_currencies(items: list[MoneyIn]) -> list[MoneyIn]:
+def _unique_currencies(items: list[Any]) -> list[Any]:
     seen = [m.currency for m in items]
     dupes = sorted({c for c in seen if seen.count(c) > 1})
     if dupes:
@@ -65,6 +91,9 @@ def _unique_currencies(items: list[MoneyIn]) -> list[MoneyIn]:
 
 # Per-currency amounts: one Money object or a list with each currency at most once.
 PerCurrency = Annotated[list[MoneyIn], BeforeValidator(_one_or_many), Field(max_length=16)]
+# Per-currency cash, each a total, a count by denomination, or a counter's run.
+PerCurrencyCount = Annotated[list[CashCount], BeforeValidator(_one_or_many),
+                             Field(max_length=16)]
 
 
 class DrawerReason(StrEnum):
@@ -102,7 +131,7 @@ class PrintRawParams(_Model):
 
 
 class SessionOpenParams(_Model):
-    starting_float: PerCurrency
+    starting_float: PerCurrencyCount
     note: Note | None = None
 
     _unique = field_validator("starting_float")(_unique_currencies)
@@ -135,11 +164,14 @@ class PaymentRecordParams(_Model):
     change: MoneyIn | None = None
     payment_type: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
     reference: Reference | None = None
+    # By denomination, where the POS knows them: keeps the drawer's inventory exact.
+    tendered_counts: Counts | None = None
+    change_counts: Counts | None = None
 
 
 class SessionCloseParams(_Model):
-    counted: PerCurrency
-    leave_in_drawer: PerCurrency
+    counted: PerCurrencyCount
+    leave_in_drawer: PerCurrencyCount
     note: Note | None = None
 
     _unique = field_validator("counted", "leave_in_drawer")(_unique_currencies)

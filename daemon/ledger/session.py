@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .denominations import Count, add_counts, count_total, counts_from_json, counts_to_json
 from .money import Totals, add_totals, sub_totals
 
 CASH = "cash"
@@ -102,6 +103,13 @@ class Session:
     payment_counts: dict[str, int] = field(default_factory=dict)
     drawer_openings: dict[str, int] = field(default_factory=dict)
     closed: CloseFigures | None = None
+    # Pieces per denomination, per currency, while every movement said which: a currency
+    # drops out as soon as one movement did not (the inventory is exact or absent).
+    inventory: dict[str, Count] = field(default_factory=dict)
+    opening_counts: dict[str, Count] = field(default_factory=dict)
+    # The last counting run of each currency in this session: device, run_id, counts, total.
+    counter_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    close_data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_open(self) -> bool:
@@ -167,12 +175,20 @@ class Session:
             "total_sales": self.total_sales(),
             "drawer_openings": dict(self.drawer_openings),
             "expected_cash": self.expected_cash(),
+            "opening_counts": {c: counts_to_json(n) for c, n in self.opening_counts.items()},
+            "inventory": {c: counts_to_json(n) for c, n in self.inventory.items()},
+            "counter_runs": {c: {**run, "counts": counts_to_json(run["counts"])}
+                             for c, run in self.counter_runs.items()},
         }
         if self.closed is not None:
             c = self.closed
             out.update(closed_at=c.closed_at, closed_by=c.closed_by, counted=c.counted,
                        expected=c.expected, discrepancy=c.discrepancy,
                        left_in_drawer=c.left_in_drawer, removed=c.removed, close_note=c.note)
+            for key in ("counted_by", "counts", "left_counts", "counter_counted",
+                        "person_minus_counter"):
+                if key in self.close_data:
+                    out[key] = self.close_data[key]
         return out
 
 
@@ -185,6 +201,7 @@ class LedgerState:
     sessions_opened: int = 0
     # The previous session's amount left in drawer; None before the register's first close.
     last_left: Totals | None = None
+    last_left_counts: dict[str, Count] = field(default_factory=dict)
 
     def next_expected_start(self) -> Totals | None:
         return None if self.last_left is None else dict(self.last_left)
@@ -257,6 +274,9 @@ def _opened(state: LedgerState, event: LedgerEvent) -> None:
         starting_float=dict(data["starting_float"]),
         expected_start=None if expected_start is None else dict(expected_start),
     )
+    counts = {c: counts_from_json(n) for c, n in (data.get("counts") or {}).items()}
+    state.open_session.opening_counts = counts
+    state.open_session.inventory = {c: dict(n) for c, n in counts.items()}
 
 
 def _payment(state: LedgerState, event: LedgerEvent) -> None:
@@ -264,6 +284,7 @@ def _payment(state: LedgerState, event: LedgerEvent) -> None:
     data = event.data
     kind = data["kind"]
     currency, amount = _money(data["amount"])
+    _follow_inventory(session, currency, data)
     if kind == "cash_sale":
         t_cur, tendered = _money(data["tendered"])
         c_cur, change = _money(data["change"])
@@ -279,6 +300,23 @@ def _payment(state: LedgerState, event: LedgerEvent) -> None:
         _count_payment(session, str(data["payment_type"]), currency, amount)
     else:
         raise LedgerError(f"unknown payment kind {kind!r}")
+
+
+def _follow_inventory(session: Session, currency: str, data: Mapping[str, Any]) -> None:
+    if data["kind"] == "other" or currency not in session.inventory:
+        return
+    if data["kind"] == "cash_sale":
+        given_in, given_out = data.get("tendered_counts"), data.get("change_counts")
+        if given_out is None and int(data["change"]["amount"]) == 0:
+            given_out = {}
+    else:
+        given_in, given_out = {}, data.get("change_counts")
+    if given_in is None or given_out is None:
+        del session.inventory[currency]  # a movement without pieces: no longer exact
+        return
+    session.inventory[currency] = add_counts(
+        session.inventory[currency], counts_from_json(given_in),
+        {v: -p for v, p in counts_from_json(given_out).items()})
 
 
 def _count_payment(session: Session, payment_type: str, currency: str, amount: int) -> None:
@@ -302,6 +340,7 @@ def _adjusted(state: LedgerState, event: LedgerEvent) -> None:
     session.adjustments.append(
         Adjustment(direction, currency, amount, event.data.get("note"), event.ts, event.employee)
     )
+    session.inventory.pop(currency, None)  # adjustments say no pieces
 
 
 def _drawer_opened(state: LedgerState, event: LedgerEvent) -> None:
@@ -317,9 +356,25 @@ def _closed(state: LedgerState, event: LedgerEvent) -> None:
     session.closed = CloseFigures(
         closed_at=event.ts, closed_by=event.employee, note=event.data.get("note"), **figures
     )
+    session.close_data = {k: v for k, v in event.data.items()
+                          if k in ("counted_by", "counts", "left_counts", "counter_counted",
+                                   "person_minus_counter")}
     state.open_session = None
     state.last_closed = session
     state.last_left = dict(figures["left_in_drawer"])
+    state.last_left_counts = {c: counts_from_json(n)
+                              for c, n in (event.data.get("left_counts") or {}).items()}
+
+
+def _counter_counted(state: LedgerState, event: LedgerEvent) -> None:
+    session = state.open_session
+    if session is None:
+        return  # a count outside a session is audit only
+    for currency, counts in (event.data.get("counts") or {}).items():
+        parsed = counts_from_json(counts)
+        session.counter_runs[currency] = {
+            "device": event.data.get("device"), "run_id": event.data.get("run_id"),
+            "counts": parsed, "total": count_total(parsed)}
 
 
 _HANDLERS = {
@@ -328,4 +383,5 @@ _HANDLERS = {
     "session.adjusted": _adjusted,
     "drawer.opened": _drawer_opened,
     "session.closed": _closed,
+    "counter.counted": _counter_counted,
 }

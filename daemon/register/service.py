@@ -59,7 +59,8 @@ class RegisterService:
         self.topics = RegisterTopics(config.store, config.register_id)
         self.boot_id = str(uuid.uuid4())
         self.money = MoneyPolicy(config.money.base_currency, frozenset(config.money.accepted),
-                                 config.money.max_amount)
+                                 config.money.max_amount, config.money.denomination_sets(),
+                                 config.money.low_change_pieces)
         self.ledger = LedgerState()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
