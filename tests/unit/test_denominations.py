@@ -46,7 +46,7 @@ def test_built_in_sets():
 
 
 def test_unknown_denomination_is_named():
-    with pytest.raises(CountError, match="SEK has no 0.50 SEK"):
+    with pytest.raises(CountError, match=r"SEK has no 0\.50 SEK"):
         check_count("SEK", {50: 2}, DEFAULT_DENOMINATIONS["SEK"])
 
 
