@@ -244,11 +244,43 @@ class DrawerConfig(_Section):
     max_kick_age: Seconds = Field(10.0, description="a kick older than this is never run")
 
 
+class CounterConfig(_Section):
+    """A coin or note counter: a ccTalk device (coin acceptor, bill validator) or an ITL SSP
+    note validator on a serial line."""
+
+    name: Id
+    protocol: Literal["cctalk", "ssp"]
+    kind: Literal["coin_acceptor", "bill_validator", "note_validator"] = "coin_acceptor"
+    path: Path
+    baudrate: int = 9600
+    address: int = Field(2, ge=0, le=255, description="ccTalk 2 coins, 40 bills; SSP 0")
+    crc: bool = Field(False, description="ccTalk CRC-16 mode instead of the 8-bit checksum")
+    currency: str | None = Field(None, description="what the channels hold, if one currency")
+    channels: dict[int, int] = Field(
+        default_factory=dict,
+        description="channel → denomination value in minor units; overrides the device's ids")
+    poll_interval: Seconds = 0.2
+    response_timeout: Seconds = 0.5
+    quiet_time: Seconds = Field(10.0, description="a counting run ends this long after the "
+                                "last piece")
+
+    @model_validator(mode="after")
+    def _checks(self) -> CounterConfig:
+        if self.baudrate not in BAUD_RATES:
+            raise ValueError(f"baudrate {self.baudrate} is not one of {BAUD_RATES}")
+        if self.channels and self.currency is None:
+            raise ValueError("channels need the currency they are in")
+        if self.currency is not None and not is_iso_currency(self.currency):
+            raise ValueError(f"{self.currency!r} is not an ISO 4217 currency code")
+        return self
+
+
 class DevicesConfig(_Section):
     """The register's hardware; a device not configured answers device_unavailable."""
 
     printer: PrinterConfig | None = None
     drawer: DrawerConfig | None = None
+    counters: list[CounterConfig] = Field(default_factory=list, max_length=8)
 
     @model_validator(mode="after")
     def _drawer_needs_printer(self) -> DevicesConfig:
@@ -256,6 +288,9 @@ class DevicesConfig(_Section):
             raise ValueError("drawer.via = printer needs a [devices.printer]")
         if self.drawer is not None and self.drawer.via == "serial" and self.drawer.serial is None:
             raise ValueError("drawer.via = serial needs a [devices.drawer.serial]")
+        names = [c.name for c in self.counters]
+        if len(set(names)) != len(names):
+            raise ValueError("two counters have the same name")
         return self
 
 

@@ -209,13 +209,14 @@ class RegisterService:
         """Journal events that come from no command (devices, life cycle) and fold them."""
         assert self._journal is not None
         sealed = await self._journal.run(self._journal.file.append, drafts)
-        for event in sealed:
-            apply(self.ledger, LedgerEvent.from_envelope(json.loads(event.body)))
         self._committed(sealed, None)
 
     def _committed(self, sealed: list[SealedEvent], ledger: LedgerState | None) -> None:
         if ledger is not None:
-            self.ledger = ledger
+            self.ledger = ledger  # the command's own fold of these events
+        else:
+            for event in sealed:
+                apply(self.ledger, LedgerEvent.from_envelope(json.loads(event.body)))
         if sealed and self._outbox is not None:
             self._outbox.notify(sealed[-1].seq)
             self._state_changed.set()
@@ -400,6 +401,9 @@ def _interrupted(command: str | None, job: PrintJobRecord | None) -> tuple[str, 
         return ("drawer.open was interrupted by a daemon restart: the drawer may or may not "
                 "have been kicked (see the drawer's state). It is never kicked again by "
                 "itself; send a new cmd_id if it must open.", {"device": "drawer"})
+    if command == "counter.count":
+        return ("counter.count was interrupted by a daemon restart: the counting run is lost. "
+                "The cash is still in hand: count it again.", {"device": "counter"})
     if command in ("print.receipt", "print.raw"):
         return (f"{command} was interrupted by a daemon restart while it was being sent: part "
                 "of it may have printed. It is never printed again by itself; send "
