@@ -253,7 +253,8 @@ class CounterConfig(_Section):
     kind: Literal["coin_acceptor", "bill_validator", "note_validator"] = "coin_acceptor"
     path: Path
     baudrate: int = 9600
-    address: int = Field(2, ge=0, le=255, description="ccTalk 2 coins, 40 bills; SSP 0")
+    address: int | None = Field(None, ge=0, le=255,
+                                description="default: ccTalk 2 coins, 40 bills; SSP 0")
     crc: bool = Field(False, description="ccTalk CRC-16 mode instead of the 8-bit checksum")
     currency: str | None = Field(None, description="what the channels hold, if one currency")
     channels: dict[int, int] = Field(

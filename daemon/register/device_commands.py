@@ -22,6 +22,7 @@ from kassad.drivers.escpos.encoder import MODELS, EncodeError, EscposEncoder
 from ..config import DevicesConfig
 from ..contract.commands import (
     CommandEnvelope,
+    CounterCountParams,
     DrawerOpenParams,
     PrintRawParams,
     PrintReceiptParams,
@@ -187,6 +188,35 @@ class PrintRaw(_PrintBase):
         return Plan(payload=_PrintPlan(job, _cause(envelope), False), background=True)
 
 
+class CounterCount:
+    """``start`` answers when the run ends (stop, or quiet time) with its counts; ``stop``
+    ends it at once and answers with the same counts."""
+
+    def plan(self, view: RegisterView, params: BaseModel, envelope: CommandEnvelope) -> Plan:
+        assert isinstance(params, CounterCountParams)
+        counters = _devices(view).counters
+        if counters is None:
+            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
+                                 "no coin or note counter is configured on this register "
+                                 "(devices.counters)", {"device": params.device})
+        if params.action == "start":
+            counters.check_start(params.device)
+            return Plan(payload=("start", params.device, _cause(envelope)), background=True)
+        counters.check_stop(params.device)
+        return Plan(payload=("stop", params.device, _cause(envelope)))
+
+    async def execute(self, view: RegisterView, plan: Plan, ts: str,
+                      employee: str | None) -> Outcome:
+        counters = _devices(view).counters
+        assert counters is not None
+        action, device, cause = plan.payload
+        if action == "stop":
+            return Outcome([], {"count": await counters.stop(device)})
+        run = await counters.start(device, cause)
+        await run.done.wait()
+        return Outcome([], {"count": run.result()})
+
+
 def device_handlers(config: DevicesConfig) -> dict[str, Any]:
     handlers: dict[str, Any] = {}
     if config.drawer is not None:
@@ -194,5 +224,7 @@ def device_handlers(config: DevicesConfig) -> dict[str, Any]:
     if config.printer is not None:
         handlers["print.receipt"] = PrintReceipt(config)
         handlers["print.raw"] = PrintRaw(config)
+    if config.counters:
+        handlers["counter.count"] = CounterCount()
     return handlers
 

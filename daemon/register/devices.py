@@ -36,6 +36,8 @@ from ..config import DevicesConfig, PrinterConfig, SerialDrawerConfig, SerialTra
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import utc_timestamp
 from ..journal.store import EventDraft, PrintJobRecord
+from .counter_devices import channel_map, make_counter
+from .counting import Counters
 from .transports import make_transport
 
 _LOGGER = logging.getLogger(__name__)
@@ -82,7 +84,8 @@ def not_ready_reason(status: PrinterStatus | None, connected: bool) -> str | Non
 class Devices:
     def __init__(self, config: DevicesConfig, *, emit: Emit, save_job: SaveJob,
                  usb_backend: Any = None, clock: Callable[[], float] = time.monotonic,
-                 crash_point: Callable[[str], None] = lambda point: None) -> None:
+                 crash_point: Callable[[str], None] = lambda point: None,
+                 session_id: Callable[[], str | None] = lambda: None) -> None:
         self.config = config
         self._emit = emit
         self._save_job = save_job
@@ -99,6 +102,9 @@ class Devices:
             self.printer = self._make_printer(config.printer)
             self.jobs = PrintJobs(self.printer, config.printer, save_job, crash_point)
         self.serial_drawer: SerialDrawer | None = None
+        self.counters: Counters | None = None
+        if config.counters:
+            self.counters = self._make_counters(config, session_id)
         if config.drawer is not None:
             d = config.drawer
             self.drawer = DrawerMachine(DrawerTimings(d.open_timeout, d.kick_retries,
@@ -130,6 +136,17 @@ class Devices:
                             reply_timeout=config.reply_timeout,
                             write_timeout=config.write_timeout, on_sensor=self._on_drawer_sensor)
 
+    def _make_counters(self, config: DevicesConfig,
+                       session_id: Callable[[], str | None]) -> Counters:
+        # The devices call back into the Counters that owns them: build it, then them.
+        counters = Counters({}, {c.name: channel_map(c) for c in config.counters},
+                            {c.name: c.quiet_time for c in config.counters}, self._emit,
+                            session_id, self._clock)
+        for c in config.counters:
+            counters.devices[c.name] = make_counter(c, counters.on_event)
+        counters.reset_connections()
+        return counters
+
     @property
     def kicker_connected(self) -> bool:
         """Whether whatever kicks the drawer (the printer, or its own interface) is there."""
@@ -148,6 +165,8 @@ class Devices:
                 group.create_task(self._drawer_timer(), name="drawer")
             if self.serial_drawer is not None:
                 group.create_task(self.serial_drawer.run(), name="serial-drawer")
+            if self.counters is not None:
+                group.create_task(self.counters.run(), name="counters")
             if self.jobs is not None:
                 group.create_task(self.jobs.run(), name="print-jobs")
 
@@ -179,7 +198,7 @@ class Devices:
                       "connected": self.kicker_connected}
         return {"printer": printer or {"configured": False, "state": "unavailable"},
                 "drawer": drawer or {"configured": False, "state": "unavailable"},
-                "counters": {}}
+                "counters": self.counters.snapshot() if self.counters is not None else {}}
 
     # -- status -----------------------------------------------------------------------------
 

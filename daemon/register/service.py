@@ -87,6 +87,9 @@ class RegisterService:
         state = fold(LedgerEvent.from_envelope(json.loads(b)) for b in bodies)
         return state.last_closed or state.open_session
 
+    def _open_session_id(self) -> str | None:
+        return self.ledger.open_session.session_id if self.ledger.open_session else None
+
     def print_job(self, job_id: str) -> PrintJobRecord | None:
         """A print job of the journal (called on the journal thread, in a plan)."""
         assert self._journal is not None
@@ -107,7 +110,8 @@ class RegisterService:
                                   await journal.run(journal.file.load_acks))
             self.devices = Devices(self.config.devices, emit=self._append,
                                    save_job=self._save_job, usb_backend=self._usb_backend,
-                                   crash_point=self._crash.hit)
+                                   crash_point=self._crash.hit,
+                                   session_id=self._open_session_id)
             handlers = {**default_handlers(), **device_handlers(self.config.devices)}
             self._worker = CommandWorker(journal, self, handlers, self.config.commands,
                                          self._reply_soon, self._committed, self._crash.hit)

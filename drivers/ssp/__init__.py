@@ -1,1 +1,2 @@
-"""ITL SSP (unencrypted): frames (stuffing, CRC-16/CMS, sequence bit), protocol, driver."""
+"""ITL SSP (unencrypted) note validators: frames.py + events.py (the codec, shared with the
+simulator), protocol.py (SspLink: sequence bit, retransmission), driver.py (NoteValidator)."""
