@@ -6,6 +6,7 @@
   kassad schema [--out DIR]                 JSON Schemas of every payload
   kassad journal verify|export              check or dump a register journal
   kassad sim printer [--help]               the printer simulator (and `… control VERB`)
+  kassad sim counter cctalk|ssp [--help]    coin/note counter simulators (and `… control`)
   kassad demo                               a broker, a register and a scripted POS
 """
 
@@ -251,15 +252,51 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    """``kassad sim printer [options]`` runs a simulator; ``kassad sim printer control …``
-    sends it a control verb (paper_out, cover_open, close_drawer …)."""
-    from kassad.simulators.printer.control import control_main
-    from kassad.simulators.printer.control import main as printer_main
-
+    """``kassad sim printer [options]`` / ``kassad sim counter cctalk|ssp [options]`` run a
+    simulator; ``… control --control-port N VERB [key=value …]`` drives a running one."""
     rest = list(args.args)
+    if args.device == "printer":
+        from kassad.simulators.printer.control import control_main
+        from kassad.simulators.printer.control import main as printer_main
+
+        if rest and rest[0] == "control":
+            return control_main(rest[1:])
+        return printer_main(rest)
     if rest and rest[0] == "control":
-        return control_main(rest[1:])
-    return printer_main(rest)
+        return _counter_control(rest[1:])
+    if rest and rest[0] == "cctalk":
+        from kassad.simulators.cctalk.control import main as cctalk_main
+
+        return cctalk_main(rest[1:])
+    if rest and rest[0] == "ssp":
+        from kassad.simulators.ssp.control import main as ssp_main
+
+        return ssp_main(rest[1:])
+    print("kassad sim counter: say cctalk, ssp or control (kassad sim counter cctalk --help)",
+          file=sys.stderr)
+    return 2
+
+
+def _counter_control(argv: list[str]) -> int:
+    """One control verb to a running counter simulator (insert_coin, jam, lose_reply …)."""
+    from kassad.simulators.printer.control import control
+
+    p = argparse.ArgumentParser(prog="kassad sim counter control")
+    p.add_argument("--control-port", type=int, required=True)
+    p.add_argument("verb")
+    p.add_argument("params", nargs="*", metavar="key=value")
+    a = p.parse_args(argv)
+    try:
+        params = parse_assignments(a.params)
+        reply = asyncio.run(control(a.control_port, a.verb, **params))
+    except ValueError as e:
+        print(f"kassad sim counter control: {e}", file=sys.stderr)
+        return 2
+    except (OSError, TimeoutError) as e:
+        print(f"counter simulator not reachable on port {a.control_port}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -308,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="export to this file instead of stdout")
     p.set_defaults(func=cmd_journal)
 
-    p = sub.add_parser("sim", help="device simulators: kassad sim printer [--help]")
-    p.add_argument("device", choices=["printer"])
+    p = sub.add_parser("sim", help="device simulators: kassad sim printer|counter …")
+    p.add_argument("device", choices=["printer", "counter"])
     p.add_argument("args", nargs=argparse.REMAINDER, help="the simulator's own options")
     p.set_defaults(func=cmd_sim)
 

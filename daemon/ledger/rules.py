@@ -107,7 +107,8 @@ class Cash:
 
 
 def resolve_cash(policy: MoneyPolicy, items: list[CashCount], field: str,
-                 session: Session | None = None) -> Cash:
+                 session: Session | None = None,
+                 runs: Mapping[str, Mapping[str, Any]] | None = None) -> Cash:
     """Totals from amounts, counts by denomination, or the session's last counter run."""
     totals: dict[str, int] = {}
     counts: dict[str, Count] = {}
@@ -116,12 +117,14 @@ def resolve_cash(policy: MoneyPolicy, items: list[CashCount], field: str,
         where = f"{field}[{i}]"
         currency = item.currency
         if item.from_counter is not None:
-            run = session.counter_runs.get(currency) if session is not None else None
+            known = session.counter_runs if session is not None else (runs or {})
+            run = known.get(currency)
             if run is None or run["device"] != item.from_counter:
                 raise CommandRefused(
                     ErrorCode.INVALID_PAYLOAD,
                     f"{where}.from_counter: counter {item.from_counter} has counted no "
-                    f"{currency} in this session; run counter.count first",
+                    f"{currency} {'in this session' if session else 'since the last close'}; "
+                    "run counter.count first",
                     {"field": f"{where}.from_counter"})
             counts[currency] = dict(run["counts"])
             totals[currency] = count_total(counts[currency])
@@ -177,7 +180,8 @@ def plan_open(state: LedgerState, policy: MoneyPolicy, params: SessionOpenParams
             "close it before opening another",
             {"session_id": s.session_id, "number": s.number},
         )
-    cash = resolve_cash(policy, params.starting_float, "starting_float")
+    cash = resolve_cash(policy, params.starting_float, "starting_float",
+                        runs=state.counter_runs)
     return [_open_event(state, new_session_id, cash.totals, False, params.note, cash)]
 
 

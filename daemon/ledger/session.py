@@ -202,6 +202,8 @@ class LedgerState:
     # The previous session's amount left in drawer; None before the register's first close.
     last_left: Totals | None = None
     last_left_counts: dict[str, Count] = field(default_factory=dict)
+    # Counting runs while no session is open (counting the float before opening).
+    counter_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def next_expected_start(self) -> Totals | None:
         return None if self.last_left is None else dict(self.last_left)
@@ -264,6 +266,7 @@ def _opened(state: LedgerState, event: LedgerEvent) -> None:
     data = event.data
     expected_start = data.get("expected_start")
     state.sessions_opened += 1
+    state.counter_runs = {}  # a float counted before opening belongs to this opening
     state.open_session = Session(
         session_id=event.session_id,
         number=int(data.get("number", state.sessions_opened)),
@@ -368,11 +371,10 @@ def _closed(state: LedgerState, event: LedgerEvent) -> None:
 
 def _counter_counted(state: LedgerState, event: LedgerEvent) -> None:
     session = state.open_session
-    if session is None:
-        return  # a count outside a session is audit only
+    runs = session.counter_runs if session is not None else state.counter_runs
     for currency, counts in (event.data.get("counts") or {}).items():
         parsed = counts_from_json(counts)
-        session.counter_runs[currency] = {
+        runs[currency] = {
             "device": event.data.get("device"), "run_id": event.data.get("run_id"),
             "counts": parsed, "total": count_total(parsed)}
 

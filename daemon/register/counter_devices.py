@@ -6,6 +6,9 @@ from pathlib import Path
 
 import serial
 
+from kassad.drivers.cctalk.driver import BillValidator, CoinAcceptor
+from kassad.drivers.cctalk.frames import ADDR_BILL_VALIDATOR, ADDR_COIN_ACCEPTOR
+from kassad.drivers.cctalk.protocol import CcTalkBus
 from kassad.drivers.counter import CounterDevice, EventCallback
 from kassad.drivers.ssp.driver import NoteValidator, ValidatorTimings
 from kassad.drivers.transport.reconnect import ReconnectingTransport
@@ -29,20 +32,42 @@ def serial_link(path: Path, baudrate: int, stopbits: float, config: CounterConfi
                                  name=f"serial:{where}")
 
 
-def make_counter(config: CounterConfig, on_event: EventCallback) -> CounterDevice:
-    if config.protocol == "ssp":
-        # ITL SSP runs 9600 8N2.
-        link = serial_link(config.path, config.baudrate, serial.STOPBITS_TWO, config)
-        timings = ValidatorTimings(poll_interval=config.poll_interval,
-                                   reply_timeout=config.response_timeout)
-        return NoteValidator(config.name, link, on_event=on_event,
-                             address=config.address if config.address is not None else 0,
-                             timings=timings, minor_units=minor_units)
-    return make_cctalk(config, on_event)
+def make_counters(configs: list[CounterConfig], on_event: EventCallback
+                  ) -> dict[str, CounterDevice]:
+    """One device per configured counter; ccTalk devices on the same line share one bus."""
+    buses: dict[Path, CcTalkBus] = {}
+    devices: dict[str, CounterDevice] = {}
+    for config in configs:
+        if config.protocol == "ssp":
+            devices[config.name] = _note_validator(config, on_event)
+            continue
+        bus = buses.get(config.path)
+        if bus is None:
+            # ccTalk runs 9600 8N1 on one wire: the host hears its own bytes (echo).
+            link = serial_link(config.path, config.baudrate, serial.STOPBITS_ONE, config)
+            bus = buses[config.path] = CcTalkBus(link, crc=config.crc,
+                                                  response_timeout=config.response_timeout)
+        devices[config.name] = _cctalk_device(config, bus, on_event)
+    return devices
 
 
-def make_cctalk(config: CounterConfig, on_event: EventCallback) -> CounterDevice:
-    raise NotImplementedError  # replaced below when the ccTalk driver lands
+def _note_validator(config: CounterConfig, on_event: EventCallback) -> CounterDevice:
+    # ITL SSP runs 9600 8N2.
+    link = serial_link(config.path, config.baudrate, serial.STOPBITS_TWO, config)
+    timings = ValidatorTimings(poll_interval=config.poll_interval,
+                               reply_timeout=config.response_timeout)
+    return NoteValidator(config.name, link, on_event=on_event,
+                         address=config.address if config.address is not None else 0,
+                         timings=timings, minor_units=minor_units)
+
+
+def _cctalk_device(config: CounterConfig, bus: CcTalkBus,
+                   on_event: EventCallback) -> CounterDevice:
+    if config.kind == "bill_validator":
+        return BillValidator(bus, config.name, address=config.address or ADDR_BILL_VALIDATOR,
+                             on_event=on_event, poll_interval=config.poll_interval)
+    return CoinAcceptor(bus, config.name, address=config.address or ADDR_COIN_ACCEPTOR,
+                        on_event=on_event, poll_interval=config.poll_interval)
 
 
 def channel_map(config: CounterConfig) -> dict[int, Denominated]:

@@ -36,7 +36,7 @@ from ..config import DevicesConfig, PrinterConfig, SerialDrawerConfig, SerialTra
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import utc_timestamp
 from ..journal.store import EventDraft, PrintJobRecord
-from .counter_devices import channel_map, make_counter
+from .counter_devices import channel_map, make_counters
 from .counting import Counters
 from .transports import make_transport
 
@@ -142,8 +142,7 @@ class Devices:
         counters = Counters({}, {c.name: channel_map(c) for c in config.counters},
                             {c.name: c.quiet_time for c in config.counters}, self._emit,
                             session_id, self._clock)
-        for c in config.counters:
-            counters.devices[c.name] = make_counter(c, counters.on_event)
+        counters.devices.update(make_counters(config.counters, counters.on_event))
         counters.reset_connections()
         return counters
 

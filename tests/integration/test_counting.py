@@ -16,6 +16,7 @@ from kassad.daemon.config import DevicesConfig, load_register_config
 from kassad.daemon.contract.errors import ErrorCode
 from kassad.daemon.register.service import RegisterService
 from kassad.simulators.broker import MosquittoBroker
+from kassad.simulators.cctalk.bus import CcTalkSimulator
 from kassad.simulators.ssp.device import SspSimulator
 from tests.support.register import broker_config, journal_events, until, write_config
 
@@ -117,3 +118,42 @@ async def test_counter_errors(broker: MosquittoBroker, tmp_path: Path) -> None:
                 await pos.send("counter.count", {"device": "coins", "action": "start"})
             with pytest.raises(ERRORS[ErrorCode.INVALID_PAYLOAD]):
                 await pos.send("counter.count", {"device": "notes", "action": "stop"})
+
+
+async def test_coin_run_over_cctalk_counts_each_coin_once_through_line_faults(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    async with CcTalkSimulator() as sim:
+        path = sim.open_pty()
+        counters = [{"name": "coins", "protocol": "cctalk", "kind": "coin_acceptor",
+                     "path": path, "poll_interval": 0.05, "quiet_time": 30.0},
+                    {"name": "bills", "protocol": "cctalk", "kind": "bill_validator",
+                     "path": path, "poll_interval": 0.05, "quiet_time": 30.0}]
+        async with register_with(broker, tmp_path, counters) as (service, pos):
+            await until(lambda: connected(service, "coins") and connected(service, "bills"),
+                        what="coin acceptor and bill validator identified on one bus")
+            await pos.send("session.open", {"starting_float": {"currency": "SEK", "amount": 0}})
+            coins = asyncio.create_task(pos.send("counter.count",
+                                                 {"device": "coins", "action": "start"}))
+            await until(lambda: service.state_snapshot()["devices"]["counters"]["coins"]
+                        ["counting"], what="counting run started")
+            sim.insert_coin("SE1K0A")                      # 10 kr
+            sim.lose_reply(address=2)                      # a poll reply lost on the line
+            sim.insert_coin("SE500A")                      # 5 kr
+            sim.repeat_reply(address=2)                    # a reply heard twice
+            sim.insert_coin("SE1K0A")
+            sim.corrupt_byte(address=2)                    # a reply with a bad checksum
+            sim.garbage(b"\x00\xff\x17garbage\x02")        # noise on the line
+            sim.insert_coin("SE200A")                      # 2 kr
+            sim.jam()                                      # reported, not counted
+            await until(lambda: pieces(service, "coins") == 4, what="four coins counted")
+            stopped = await pos.send("counter.count", {"device": "coins", "action": "stop"})
+            result = (await coins).data["count"]
+            assert result == stopped.data["count"]
+            assert result["counts"] == {"SEK": {"200": 1, "500": 1, "1000": 2}}
+            assert result["totals"] == {"SEK": 2700}
+            await until(lambda: any(e["type"] == "counter.fault"
+                                    for e in journal_events(tmp_path / "j.db")),
+                        what="the jam journaled")
+    faults = [e["data"]["fault"] for e in journal_events(tmp_path / "j.db")
+              if e["type"] == "counter.fault"]
+    assert "jam" in faults

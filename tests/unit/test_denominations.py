@@ -140,3 +140,16 @@ def test_amount_and_counts_must_agree():
         rules.plan_open(LedgerState(), POLICY, SessionOpenParams.model_validate(
             {"starting_float": sek(amount=999, counts={"2000": 1})}), "s1")
     assert caught.value.code is ErrorCode.AMOUNT_OUT_OF_RANGE
+
+
+def test_open_from_a_counter_run_before_the_session():
+    state = LedgerState()
+    run(state, [rules.PlannedEvent("counter.counted", None, {
+        "device": "coins", "run_id": "r0", "counts": {"SEK": {"1000": 10, "500": 4}}})])
+    events = rules.plan_open(state, POLICY, SessionOpenParams.model_validate(
+        {"starting_float": {"currency": "SEK", "from_counter": "coins"}}), "s1")
+    assert events[0].data["starting_float"] == {"SEK": 12000}
+    assert events[0].data["counts"] == {"SEK": {"500": 4, "1000": 10}}
+    run(state, events)
+    assert state.counter_runs == {}
+    assert state.open_session.inventory["SEK"] == {500: 4, 1000: 10}
