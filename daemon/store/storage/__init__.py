@@ -1,0 +1,1 @@
+"""Storage of the store aggregator: one interface, SQLite (default) and PostgreSQL."""
