@@ -279,7 +279,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def _counter_control(argv: list[str]) -> int:
     """One control verb to a running counter simulator (insert_coin, jam, lose_reply …)."""
-    from kassad.simulators.printer.control import control
+    from kassad.simulators.control import control
 
     p = argparse.ArgumentParser(prog="kassad sim counter control")
     p.add_argument("--control-port", type=int, required=True)

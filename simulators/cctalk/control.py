@@ -17,69 +17,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import logging
-import signal
-import sys
 from typing import Any
 
 from kassad.simulators.cctalk.bus import CcTalkSimulator
+from kassad.simulators.control import Verb, announce_and_serve, run_until_signal, serve
 
-_LOGGER = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 VERBS = frozenset({
     "insert_coin", "insert_bill", "coin_error", "jam", "reject", "fraud_attempt",
     "bill_event", "set_hopper_coins", "jam_hopper", "hopper_fraud", "power_cycle", "silence",
     "lose_reply", "corrupt_byte", "repeat_reply", "nak_next", "busy_next",
 })
-_MAX_LINE = 64 * 1024
 
 
-def handle(sim: CcTalkSimulator, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one control request; never raises for a bad request."""
-    args = dict(request)
-    verb = args.pop("verb", None)
-    result: Any = None
-    try:
-        if verb in VERBS:
-            result = getattr(sim, verb)(**args)
-        elif verb == "garbage":
-            sim.garbage(bytes.fromhex(args.pop("hex")), **args)
-        elif verb != "state":
-            known = sorted(VERBS | {"garbage", "state"})
-            return {"ok": False, "error": f"unknown verb {verb!r}; known: {known}"}
-    except (TypeError, ValueError, KeyError) as e:
-        return {"ok": False, "error": f"{verb}: {e!r}"}
-    reply: dict[str, Any] = {"ok": True, "state": sim.state()}
-    if result is not None:
-        reply["result"] = result
-    return reply
+def verbs(sim: CcTalkSimulator) -> dict[str, Verb]:
+    """The control verbs of ``sim`` ("state" aside): :data:`VERBS` and "garbage"."""
+
+    def garbage(**args: Any) -> None:
+        sim.garbage(bytes.fromhex(args.pop("hex")), **args)
+
+    table: dict[str, Verb] = {verb: getattr(sim, verb) for verb in VERBS}
+    table["garbage"] = garbage
+    return table
 
 
 async def serve_control(sim: CcTalkSimulator, port: int = 0) -> asyncio.Server:
     """The control port on 127.0.0.1 (``port`` 0: any free one)."""
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                    if not isinstance(request, dict):
-                        raise ValueError("a request is a JSON object")
-                except ValueError as e:
-                    reply: dict[str, Any] = {"ok": False, "error": f"bad request: {e}"}
-                else:
-                    reply = handle(sim, request)
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(session, HOST, port, limit=_MAX_LINE)
+    return await serve(verbs(sim), sim.state, port, errors=(TypeError, ValueError, KeyError),
+                       describe=repr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,24 +61,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
-    return 0
+    return run_until_signal(lambda stop: _serve(args, stop), args.log_level)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     async with CcTalkSimulator(crc=args.crc, echo=not args.no_echo,
                                payout_interval=args.payout_interval) as sim:
         path = sim.open_pty()
         server = await serve_control(sim, args.control_port)
-        port = server.sockets[0].getsockname()[1]
-        print(json.dumps({"pty": path, "control_port": port}), flush=True)
-        _LOGGER.info("ccTalk simulator up: pty %s, control port %s", path, port)
-        async with server:
-            await stop.wait()
+        await announce_and_serve(server, stop, "ccTalk", pty=path)

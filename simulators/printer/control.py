@@ -23,21 +23,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import logging
-import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kassad.simulators.control import (
+    HOST,
+    Verb,
+    announce_and_serve,
+    control,
+    run_until_signal,
+    serve,
+)
 from kassad.simulators.printer.device import PrinterSimulator
 from kassad.simulators.printer.state import PrinterState
 
-_LOGGER = logging.getLogger(__name__)
+__all__ = ["HOST", "SYNC_VERBS", "VERBS", "control", "control_main", "main", "serve_control",
+           "verbs"]
 
-HOST = "127.0.0.1"
 #: Methods of PrinterSimulator a control client may call, with keyword arguments.
 SYNC_VERBS = frozenset({
     "paper_near_end", "paper_out", "paper_ok", "cover_open", "cover_close", "go_offline",
@@ -46,73 +51,28 @@ SYNC_VERBS = frozenset({
     "silent_when_cover_open",
 })
 VERBS = SYNC_VERBS | {"unplug", "replug", "state", "receipts", "kicks"}
-_MAX_LINE = 64 * 1024
 
 
-async def handle(sim: PrinterSimulator, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one control request against ``sim``; never raises for a bad request."""
-    args = dict(request)
-    verb = args.pop("verb", None)
-    result: Any = None
-    try:
-        if verb in SYNC_VERBS:
-            getattr(sim, verb)(**args)
-        elif verb == "unplug":
-            await sim.unplug(**args)
-        elif verb == "replug":
-            result = {"pty": await sim.replug(), "tcp_port": sim.tcp_port}
-        elif verb == "receipts":
-            result = [{"lines": r.lines, "cut": r.cut} for r in sim.receipts]
-        elif verb == "kicks":
-            result = [asdict(k) for k in sim.kicks]
-        elif verb != "state":
-            return {"ok": False, "error": f"unknown verb {verb!r}; known: {sorted(VERBS)}"}
-    except (TypeError, ValueError) as e:
-        return {"ok": False, "error": f"{verb}: {e}"}
-    reply: dict[str, Any] = {"ok": True, "state": sim.state.snapshot()}
-    if result is not None:
-        reply["result"] = result
-    return reply
+def verbs(sim: PrinterSimulator) -> dict[str, Verb]:
+    """The control verbs of ``sim`` ("state" aside): :data:`VERBS`."""
+
+    async def replug(**_: Any) -> dict[str, Any]:
+        return {"pty": await sim.replug(), "tcp_port": sim.tcp_port}
+
+    def receipts(**_: Any) -> list[dict[str, Any]]:
+        return [{"lines": r.lines, "cut": r.cut} for r in sim.receipts]
+
+    def kicks(**_: Any) -> list[dict[str, Any]]:
+        return [asdict(k) for k in sim.kicks]
+
+    table: dict[str, Verb] = {verb: getattr(sim, verb) for verb in SYNC_VERBS}
+    table.update(unplug=sim.unplug, replug=replug, receipts=receipts, kicks=kicks)
+    return table
 
 
 async def serve_control(sim: PrinterSimulator, port: int = 0) -> asyncio.Server:
     """The control port on 127.0.0.1 (``port`` 0: any free one)."""
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                    if not isinstance(request, dict):
-                        raise ValueError("a request is a JSON object")
-                except ValueError as e:
-                    reply: dict[str, Any] = {"ok": False, "error": f"bad request: {e}"}
-                else:
-                    reply = await handle(sim, request)
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(session, HOST, port, limit=_MAX_LINE)
-
-
-async def control(port: int, verb: str, *, host: str = HOST, timeout: float = 5.0,  # noqa: ASYNC109
-                  **args: Any) -> dict[str, Any]:
-    """Send one verb to a running simulator's control port and return its JSON reply."""
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(json.dumps({"verb": verb, **args}).encode() + b"\n")
-            await writer.drain()
-            reply: dict[str, Any] = json.loads(await reader.readline())
-            return reply
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    return await serve(verbs(sim), lambda: sim.state.snapshot(), port)
 
 
 def _server_parser() -> argparse.ArgumentParser:
@@ -138,32 +98,19 @@ def _server_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator until SIGINT/SIGTERM."""
     args = _server_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(_serve(args))
+    return run_until_signal(lambda stop: _serve(args, stop), args.log_level)
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     state = PrinterState(drawer_open_level=args.drawer_open_level, drawer_pin=args.drawer_pin,
                          silent_when_cover_open=args.silent_when_cover_open)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with PrinterSimulator(state, realtime_in_data=not args.no_realtime_in_data,
                                 width_dots=args.width_dots, kick_delay=args.kick_delay,
                                 receipts_dir=args.receipts_dir) as sim:
         tcp_port = None if args.no_tcp else await sim.serve_tcp(HOST, args.tcp_port)
         pty = sim.open_pty() if args.pty else None
         server = await serve_control(sim, args.control_port)
-        control_port = server.sockets[0].getsockname()[1]
-        print(json.dumps({"tcp_port": tcp_port, "pty": pty, "control_port": control_port}),
-              flush=True)
-        _LOGGER.info("printer simulator up: tcp %s, pty %s, control %s", tcp_port, pty,
-                     control_port)
-        async with server:
-            await stop.wait()
-    return 0
+        await announce_and_serve(server, stop, "printer", tcp_port=tcp_port, pty=pty)
 
 
 def _value(text: str) -> Any:

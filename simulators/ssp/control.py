@@ -18,64 +18,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
-import signal
-import sys
-from typing import Any
 
+from kassad.simulators.control import Verb, announce_and_serve, run_until_signal, serve
 from kassad.simulators.ssp.device import SspSimulator
 from kassad.simulators.ssp.unit import EUR, SEK, ValidatorUnit
 
-_LOGGER = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 VERBS = frozenset({
     "insert_note", "reject", "jam", "stacker_full", "fraud_attempt", "cashbox_removed",
     "cashbox_replaced", "self_disable", "power_cycle", "lose_reply", "corrupt_byte",
     "slow_reply", "silence",
 })
 CURRENCIES = {"SEK": SEK, "EUR": EUR}
-_MAX_LINE = 64 * 1024
 
 
-def handle(sim: SspSimulator, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one control request against ``sim``; never raises for a bad request."""
-    args = dict(request)
-    verb = args.pop("verb", None)
-    result: Any = None
-    try:
-        if verb in VERBS:
-            result = getattr(sim, verb)(**args)
-        elif verb != "state":
-            return {"ok": False, "error": f"unknown verb {verb!r}; known: {sorted(VERBS)}"}
-    except (TypeError, ValueError) as e:
-        return {"ok": False, "error": f"{verb}: {e}"}
-    return {"ok": True, "result": result, "state": sim.snapshot()}
+def verbs(sim: SspSimulator) -> dict[str, Verb]:
+    """The control verbs of ``sim`` ("state" aside): :data:`VERBS`."""
+    return {verb: getattr(sim, verb) for verb in VERBS}
 
 
 async def serve_control(sim: SspSimulator, port: int = 0) -> asyncio.Server:
     """The control port on 127.0.0.1 (``port`` 0: any free one)."""
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                    if not isinstance(request, dict):
-                        raise ValueError("a request is a JSON object")
-                except ValueError as e:
-                    reply: dict[str, Any] = {"ok": False, "error": f"bad request: {e}"}
-                else:
-                    reply = handle(sim, request)
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(session, HOST, port, limit=_MAX_LINE)
+    return await serve(verbs(sim), sim.snapshot, port, always_result=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,24 +56,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(_serve(args))
+    return run_until_signal(lambda stop: _serve(args, stop), args.log_level)
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     unit = ValidatorUnit(CURRENCIES[args.currency], serial=args.serial,
                          max_protocol=args.max_protocol)
     async with SspSimulator(unit, address=args.address) as sim:
         path = sim.open_pty()
         server = await serve_control(sim, args.control_port)
-        port = server.sockets[0].getsockname()[1]
-        print(json.dumps({"pty": path, "control_port": port}), flush=True)
-        _LOGGER.info("ssp simulator up: pty %s, control port %s", path, port)
-        async with server:
-            await stop.wait()
-    return 0
+        await announce_and_serve(server, stop, "ssp", pty=path)
