@@ -1,6 +1,7 @@
 """``kassad …``: the one command line of the product.
 
   kassad run [--config FILE]                the register daemon (systemd runs this)
+  kassad store [--config FILE]              the store aggregator
   kassad send COMMAND [--json '{…}'] [k=v]  send a command to a register, print each reply
   kassad ack-consumer --store S --consumer NAME --db FILE   minimal event consumer
   kassad schema [--out DIR]                 JSON Schemas of every payload
@@ -87,6 +88,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     except JournalError as e:
         print(f"kassad: {e}", file=sys.stderr)
         return 3
+    return 0
+
+
+async def _run_store(args: argparse.Namespace) -> None:
+    from .store.config import load_store_config
+    from .store.service import StoreService
+
+    service = StoreService(load_store_config(args.config))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    await service.run()
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "INFO")
+    try:
+        asyncio.run(_run_store(args))
+    except ConfigError as e:
+        print(f"kassad store: invalid configuration\n{e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -315,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the register daemon")
     p.add_argument("--config", help="configuration file (default $KASSAD_CONFIG)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("store", help="run the store aggregator")
+    p.add_argument("--config", help="aggregator configuration (TOML)")
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("send", help="send a command to a register and print its replies")
     _add_broker_args(p)

@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,16 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0,  # noqa: A
                         await wake.wait()
             else:
                 await asyncio.sleep(0.02)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0,  # noqa: ASYNC109
+                     what: str = "condition") -> None:
+    """Wait until an async ``check()`` (a database read, say) is true; polled, bounded."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.02)
 
 
 def consumer_events(db: Path, register: str = "R1") -> list[dict[str, Any]]:

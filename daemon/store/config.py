@@ -1,0 +1,49 @@
+"""The store aggregator's configuration (``kassad store --config FILE``), like the register's:
+one TOML file, environment overrides with the ``KASSAD_STORE_`` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ..config import BrokerConfig, ConfigError, Id, Seconds, _format_errors, config_path, read_toml
+
+
+class StoreConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KASSAD_STORE_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    stores: Annotated[list[Id], Field(min_length=1)] = Field(
+        description="the stores whose registers this aggregator serves")
+    consumer: Id = Field("store-agg", description="acks go to ack/{consumer}: the registers "
+                         "list it in delivery.consumers")
+    aggregator_id: Id = Field("agg-1", description="this instance, for its status topic")
+    broker: BrokerConfig = BrokerConfig(session_expiry=86_400)
+    database: str = Field("sqlite:///var/lib/kassad/store.db",
+                          description="sqlite:///path or postgresql://user@host/db")
+    shared_group: Id | None = Field(
+        None, description="several instances share the load with $share/{group}/… (needs "
+                          "PostgreSQL)")
+    reorder_timeout: Seconds = Field(2.0, description="a gap open this long: ctl/resync")
+    batch: int = Field(200, ge=1, le=10_000)
+    batch_window: Seconds = Field(0.05, description="wait this long to fill a batch")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+
+def load_store_config(explicit: str | Path | None = None, **overrides: Any) -> StoreConfig:
+    path = config_path(explicit)
+    values = {**(read_toml(path) if path else {}), **overrides}
+    try:
+        return StoreConfig(**values)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None

@@ -1,0 +1,193 @@
+"""``kassad store``: the aggregator process — MQTT in, storage, the store's view.
+
+It subscribes to the ``evt``, ``status`` and ``state`` topics of its stores (``evt`` through
+``$share/{group}/…`` when several instances share the load), hands events to the ingest in
+batches, keeps each register's availability and device alarms, announces itself on
+``kassad/v1/{store}/_agg/{id}/status`` (retained, with a Will), and asks for gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import aiomqtt
+
+from ..contract.events import utc_timestamp
+from ..contract.topics import PREFIX, aggregator_status
+from ..mqtt.link import MqttLink
+from .config import StoreConfig
+from .ingest import BadEvent, Ingest, parse_event
+from .storage.base import EventRow, RegisterRow, Storage
+from .storage.factory import open_storage
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def device_alarms(state: dict[str, Any]) -> list[str]:
+    """The alarms a store manager sees, from a register's retained state."""
+    devices = state.get("devices") or {}
+    alarms: list[str] = []
+    printer = devices.get("printer") or {}
+    if printer.get("configured"):
+        if not printer.get("connected", True):
+            alarms.append("printer_offline")
+        if printer.get("paper") == "out":
+            alarms.append("paper_out")
+        elif printer.get("paper") == "near_end":
+            alarms.append("paper_near_end")
+        if printer.get("cover_open"):
+            alarms.append("cover_open")
+        if printer.get("error"):
+            alarms.append("printer_error")
+    drawer = devices.get("drawer") or {}
+    if drawer.get("configured") and drawer.get("state") == "open":
+        alarms.append("drawer_open")
+    for name, counter in (devices.get("counters") or {}).items():
+        if not counter.get("connected", True):
+            alarms.append(f"counter_offline:{name}")
+    return alarms
+
+
+class StoreService:
+    def __init__(self, config: StoreConfig, storage: Storage | None = None) -> None:
+        self.config = config
+        self.storage = storage or open_storage(config.database)
+        self.ready = asyncio.Event()
+        self.ingest: Ingest | None = None
+        self._stop = asyncio.Event()
+        self._inbox: asyncio.Queue[EventRow] = asyncio.Queue()
+        self._registers: dict[tuple[str, str], RegisterRow] = {}
+        self._link: MqttLink | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _subscriptions(self) -> list[str]:
+        topics = []
+        for store in self.config.stores:
+            evt = f"{PREFIX}/{store}/+/evt"
+            if self.config.shared_group:
+                evt = f"$share/{self.config.shared_group}/{evt}"
+            topics += [evt, f"{PREFIX}/{store}/+/status", f"{PREFIX}/{store}/+/state"]
+        return topics
+
+    async def run(self) -> None:
+        await self.storage.open()
+        try:
+            self.ingest = Ingest(self.storage, consumer=self.config.consumer,
+                                 publish=self._publish, clock=time.monotonic,
+                                 reorder_timeout=self.config.reorder_timeout)
+            await self.ingest.start()
+            for row in await self.storage.registers():
+                self._registers[(row.store, row.register)] = row
+            self._link = MqttLink(
+                self.config.broker,
+                client_id=f"kassad-store-{self.config.aggregator_id}",
+                subscriptions=self._subscriptions(), on_message=self._on_message,
+                on_connected=self._on_connected, will=self._will,
+                session_expiry=self.config.broker.session_expiry,
+                name=f"aggregator {self.config.aggregator_id}")
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._link.run(), name="store-mqtt"),
+                         group.create_task(self._batches(), name="store-ingest"),
+                         group.create_task(self._gap_watch(), name="store-gaps")]
+                self.ready.set()
+                await self._stop.wait()
+                with contextlib.suppress(ConnectionError):
+                    await self._announce(online=False)
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self.storage.close()
+
+    # -- MQTT ---------------------------------------------------------------------------------
+
+    def _status_topics(self) -> list[str]:
+        return [aggregator_status(store, self.config.aggregator_id)
+                for store in self.config.stores]
+
+    async def _will(self) -> aiomqtt.Will:
+        # One Will topic per connection: the first store's; the others are cleared on stop.
+        return aiomqtt.Will(self._status_topics()[0],
+                            json.dumps({"online": False, "id": self.config.aggregator_id}),
+                            qos=1, retain=True)
+
+    async def _announce(self, online: bool) -> None:
+        assert self._link is not None
+        body = json.dumps({"online": online, "id": self.config.aggregator_id,
+                           "ts": utc_timestamp()})
+        for topic in self._status_topics():
+            await self._link.publish(topic, body, qos=1, retain=True)
+
+    async def _publish(self, topic: str, body: dict[str, Any], retain: bool) -> None:
+        if self._link is None:
+            raise ConnectionError("not connected")
+        await self._link.publish(topic, json.dumps(body), qos=1, retain=retain)
+
+    async def _on_connected(self, link: MqttLink) -> None:
+        assert self.ingest is not None
+        with contextlib.suppress(ConnectionError):
+            await self._announce(online=True)
+            await self.ingest.ack_all()
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        parts = message.topic.value.split("/")
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        if len(parts) != 5 or parts[3] == "_agg":
+            return
+        _, _, store, register, kind = parts
+        if kind == "evt":
+            try:
+                self._inbox.put_nowait(parse_event(store, register, payload))
+            except BadEvent as e:
+                assert self.ingest is not None
+                await self.ingest.alarm(store, register, "bad_event", {"error": str(e)})
+        elif kind in ("status", "state") and payload:
+            try:
+                body = json.loads(payload)
+            except ValueError:
+                return
+            if isinstance(body, dict):
+                await self._register_message(store, register, kind, body)
+
+    async def _register_message(self, store: str, register: str, kind: str,
+                                body: dict[str, Any]) -> None:
+        key = (store, register)
+        row = self._registers.get(key) or RegisterRow(store, register, False, None)
+        if kind == "status":
+            last = row.status
+            # A Will delivered late (an older connection's) must not mark a live register
+            # offline: compare the connection counter, as Sparkplug does with bdSeq.
+            if not body.get("online") and last.get("online") and (
+                    int(body.get("conn_seq", 0)) < int(last.get("conn_seq", 0))):
+                return
+            row = RegisterRow(store, register, bool(body.get("online")), utc_timestamp(),
+                              body, row.devices, row.alarms)
+        else:
+            row = RegisterRow(store, register, row.online, utc_timestamp(), row.status,
+                              body.get("devices") or {}, device_alarms(body))
+        self._registers[key] = row
+        await self.storage.upsert_register(row)
+
+    # -- ingest loops -------------------------------------------------------------------------
+
+    async def _batches(self) -> None:
+        assert self.ingest is not None
+        while True:
+            batch = [await self._inbox.get()]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.batch_window):
+                    while len(batch) < self.config.batch:
+                        batch.append(await self._inbox.get())
+            await self.ingest.take(batch)
+
+    async def _gap_watch(self) -> None:
+        assert self.ingest is not None
+        while True:
+            await asyncio.sleep(self.config.reorder_timeout / 2)
+            await self.ingest.ask_for_gaps()
