@@ -45,6 +45,38 @@ ensure_mosquitto() {
     fi
 }
 
+# The aggregator's tests run against a real PostgreSQL at 127.0.0.1:5432 as user postgres
+# without a password (KASSAD_TEST_POSTGRES overrides the address). On a machine without one,
+# install Debian's package, start its cluster and let local TCP connections in as trust.
+ensure_postgres() {
+    if [ -n "${KASSAD_TEST_POSTGRES:-}" ]; then
+        return
+    fi
+    if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
+        return
+    fi
+    if ! command -v pg_ctlcluster >/dev/null; then
+        _apt_install postgresql
+    fi
+    local sudo="" version conf
+    [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    conf="/etc/postgresql/$version/main/pg_hba.conf"
+    if ! $sudo grep -q "kassad tests" "$conf"; then
+        echo "kassad setup: letting 127.0.0.1 connect to PostgreSQL as trust (tests)" >&2
+        $sudo sed -i "1i host all postgres 127.0.0.1/32 trust # kassad tests" "$conf"
+    fi
+    $sudo pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+        || $sudo pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    local i
+    for i in $(seq 1 50); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && return
+        sleep 0.2
+    done
+    echo "kassad setup: PostgreSQL did not come up on 127.0.0.1:5432" >&2
+    exit 1
+}
+
 ensure_venv() {  # $1: "dev" to install the test tools too
     local py extras="" stamp
     [ "${1:-}" = "dev" ] && extras="[dev]"
