@@ -2,7 +2,7 @@
 consumer and a scripted POS.
 
 Everything runs as it would in a store, on loopback: Mosquitto, ``kassad run`` and
-``kassad ack-consumer`` as processes; the printer simulator (TCP, like a :9100 printer) and the
+``kassad store`` as processes; the printer simulator (TCP, like a :9100 printer) and the
 POS in this process. The POS sends the worked case over MQTT, printing each reply, then prints
 a receipt that opens the drawer, which the cashier closes. At the end it shows the receipt,
 what the consumer received, and verifies the register's journal.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from typing import Any
 from kassad.daemon.client import CommandError, KassadClient
 from kassad.daemon.config import BrokerConfig
 from kassad.daemon.journal.verify import verify_journal
+from kassad.daemon.ledger.money import format_money
+from kassad.daemon.store.storage.sqlite import SqliteStorage
 from kassad.simulators.broker import MosquittoBroker
 from kassad.simulators.pos import WORKED_CASE, Outcome, Step, run_steps
 from kassad.simulators.printer.device import PrinterSimulator
@@ -158,10 +159,10 @@ async def _store(work: Path, broker_port: int, journal: Path, events_db: Path) -
         config = work / "register-R1.toml"
         config.write_text(_register_toml(broker_port, journal, printer_port))
         register = _spawn(["run", "--config", str(config)], work / "register-R1.log")
-        consumer = _spawn(["ack-consumer", "--host", "127.0.0.1", "--port", str(broker_port),
-                           "--store", STORE, "--consumer", CONSUMER, "--db", str(events_db)],
-                          work / "store-agg.log")
-        print(f"register: kassad run (pid {register.pid}), consumer: kassad ack-consumer "
+        store_config = work / "store.toml"
+        store_config.write_text(_store_toml(broker_port, events_db))
+        consumer = _spawn(["store", "--config", str(store_config)], work / "store-agg.log")
+        print(f"register: kassad run (pid {register.pid}), store aggregator: kassad store "
               f"(pid {consumer.pid})\n")
         try:
             await _pos(broker_port, printer)
@@ -170,15 +171,35 @@ async def _store(work: Path, broker_port: int, journal: Path, events_db: Path) -
             await asyncio.to_thread(_stop, consumer)
 
 
-def _consumer_summary(db: Path) -> str:
-    con = sqlite3.connect(db)
+def _store_toml(port: int, database: Path) -> str:
+    return f"""\
+stores = ["{STORE}"]
+consumer = "{CONSUMER}"
+database = "sqlite://{database}"
+reorder_timeout = 1.0
+
+[broker]
+host = "127.0.0.1"
+port = {port}
+"""
+
+
+async def _store_view(database: Path) -> None:
+    storage = SqliteStorage(database)
+    await storage.open()
     try:
-        rows = con.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type")
-        counts = ", ".join(f"{t} ×{n}" for t, n in rows)
-        (total,) = con.execute("SELECT COUNT(*) FROM events").fetchone()
+        print("the store aggregator's view:")
+        for s in await storage.sessions([STORE], None, None):
+            end = ", ".join(f"{format_money(v, c)}" for c, v in s.discrepancy_end.items())
+            print(f"    {s.register} session {s.number}: {s.status}, opened {s.opened_at}"
+                  + (f", closed {s.closed_at}, discrepancy {end}" if s.closed_at else ""))
+        for r in await storage.registers(STORE):
+            print(f"    register {r.register}: {'online' if r.online else 'offline'}, "
+                  f"alarms {', '.join(r.alarms) or 'none'}")
+        alarms = await storage.alarms(STORE)
+        print(f"    alarms: {len(alarms) or 'none'}")
     finally:
-        con.close()
-    return f"{total} events: {counts}"
+        await storage.close()
 
 
 def main(workdir: Path | None = None) -> int:
@@ -189,7 +210,7 @@ def main(workdir: Path | None = None) -> int:
     with MosquittoBroker(work / "broker") as broker:
         print(f"broker: mosquitto on 127.0.0.1:{broker.port}")
         asyncio.run(_store(work, broker.port, journal, events_db))
-    print(f"consumer stored {_consumer_summary(events_db)}")
+    asyncio.run(_store_view(events_db))
     print(verify_journal(journal).summary())
     print(f"\nlogs: {work}/register-R1.log, {work}/store-agg.log; "
           f"export the journal with: kassad journal export --journal {journal}")
