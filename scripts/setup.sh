@@ -77,6 +77,13 @@ ensure_postgres() {
     exit 1
 }
 
+# The store page's browser test drives Debian's chromium through its chromedriver.
+ensure_chromium() {
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+        _apt_install chromium chromium-driver
+    fi
+}
+
 ensure_venv() {  # $1: "dev" to install the test tools too
     local py extras="" stamp
     [ "${1:-}" = "dev" ] && extras="[dev]"

@@ -23,7 +23,7 @@ from kassad.daemon.config import BrokerConfig
 from kassad.daemon.journal.verify import verify_journal
 from kassad.daemon.ledger.money import format_money
 from kassad.daemon.store.storage.sqlite import SqliteStorage
-from kassad.simulators.broker import MosquittoBroker
+from kassad.simulators.broker import MosquittoBroker, free_port
 from kassad.simulators.pos import WORKED_CASE, Outcome, Step, run_steps
 from kassad.simulators.printer.device import PrinterSimulator
 
@@ -160,10 +160,12 @@ async def _store(work: Path, broker_port: int, journal: Path, events_db: Path) -
         config.write_text(_register_toml(broker_port, journal, printer_port))
         register = _spawn(["run", "--config", str(config)], work / "register-R1.log")
         store_config = work / "store.toml"
-        store_config.write_text(_store_toml(broker_port, events_db))
+        http_port = free_port()
+        store_config.write_text(_store_toml(broker_port, events_db, http_port))
         consumer = _spawn(["store", "--config", str(store_config)], work / "store-agg.log")
         print(f"register: kassad run (pid {register.pid}), store aggregator: kassad store "
-              f"(pid {consumer.pid})\n")
+              f"(pid {consumer.pid}), store view on http://127.0.0.1:{http_port}/"
+              f"?store={STORE}\n")
         try:
             await _pos(broker_port, printer)
         finally:
@@ -171,12 +173,16 @@ async def _store(work: Path, broker_port: int, journal: Path, events_db: Path) -
             await asyncio.to_thread(_stop, consumer)
 
 
-def _store_toml(port: int, database: Path) -> str:
+def _store_toml(port: int, database: Path, http_port: int) -> str:
     return f"""\
 stores = ["{STORE}"]
 consumer = "{CONSUMER}"
 database = "sqlite://{database}"
 reorder_timeout = 1.0
+
+[http]
+host = "127.0.0.1"
+port = {http_port}
 
 [broker]
 host = "127.0.0.1"

@@ -6,10 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..config import BrokerConfig, ConfigError, Id, Seconds, _format_errors, config_path, read_toml
+
+
+class HttpConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address the web page and the API listen on")
+    port: int = Field(8080, ge=0, le=65535, description="0: any free port (tests)")
 
 
 class StoreConfig(BaseSettings):
@@ -30,6 +37,7 @@ class StoreConfig(BaseSettings):
     reorder_timeout: Seconds = Field(2.0, description="a gap open this long: ctl/resync")
     batch: int = Field(200, ge=1, le=10_000)
     batch_window: Seconds = Field(0.05, description="wait this long to fill a batch")
+    http: HttpConfig | None = Field(HttpConfig(), description="the store view; null: none")
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,7 @@ from ..contract.events import utc_timestamp
 from ..contract.topics import PREFIX, aggregator_status
 from ..mqtt.link import MqttLink
 from .config import StoreConfig
+from .http import HttpServer, create_app
 from .ingest import BadEvent, Ingest, parse_event
 from .storage.base import EventRow, RegisterRow, Storage
 from .storage.factory import open_storage
@@ -63,6 +64,7 @@ class StoreService:
         self._inbox: asyncio.Queue[EventRow] = asyncio.Queue()
         self._registers: dict[tuple[str, str], RegisterRow] = {}
         self._link: MqttLink | None = None
+        self.http: HttpServer | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -96,6 +98,13 @@ class StoreService:
                 tasks = [group.create_task(self._link.run(), name="store-mqtt"),
                          group.create_task(self._batches(), name="store-ingest"),
                          group.create_task(self._gap_watch(), name="store-gaps")]
+                if self.config.http is not None:
+                    self.http = HttpServer(create_app(self.storage, self.config.stores),
+                                           self.config.http.host, self.config.http.port)
+                    tasks.append(group.create_task(self.http.run(), name="store-http"))
+                    await self.http.started.wait()
+                    _LOGGER.info("store view on http://%s:%s/", self.config.http.host,
+                                 self.http.port)
                 self.ready.set()
                 await self._stop.wait()
                 with contextlib.suppress(ConnectionError):

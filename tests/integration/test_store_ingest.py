@@ -32,6 +32,7 @@ from tests.support.register import (
 @contextlib.asynccontextmanager
 async def aggregator(broker: MosquittoBroker, tmp_path: Path, **extra: Any,
                      ) -> AsyncIterator[StoreService]:
+    extra.setdefault("http", {"port": 0})
     config = StoreConfig(stores=["S1"], broker=broker_config(broker.port),
                          database=f"sqlite:///{tmp_path / 'store.db'}", reorder_timeout=0.5,
                          **extra)

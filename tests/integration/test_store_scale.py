@@ -27,6 +27,7 @@ from tests.support.register import (
 @contextlib.asynccontextmanager
 async def aggregator(broker: MosquittoBroker, database: str, agg_id: str,
                      **extra: Any) -> AsyncIterator[StoreService]:
+    extra.setdefault("http", {"port": 0})
     config = StoreConfig(stores=["S1"], broker=broker_config(broker.port), database=database,
                          aggregator_id=agg_id, reorder_timeout=0.5, **extra)
     service = StoreService(config)
