@@ -76,6 +76,10 @@ class DeliveryConfig(_Section):
         description="consumers whose ack/{consumer} must cover an event before it is done",
     )
     inflight_window: int = Field(20, ge=1, le=1000, description="publishes awaiting PUBACK")
+    unacked_window: int = Field(
+        500, ge=1, le=100_000,
+        description="events published beyond the slowest consumer's ack: below the broker's "
+                    "max_queued_messages, or a backlog overflows it and is resent")
     resend_after: Seconds = Field(5.0, description="no ack progress for this long: resend")
     resend_after_max: Seconds = 60.0
     publish_timeout: Seconds = 10.0

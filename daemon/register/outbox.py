@@ -3,7 +3,9 @@
 A broker PUBACK is not delivery (Mosquitto drops queued QoS 1 messages past
 ``max_queued_messages``), so an event is done only when each configured consumer's cumulative
 ``ack/{consumer}`` covers it. The relay publishes from the lowest unacknowledged seq up to the
-journal's head with at most ``inflight_window`` publishes awaiting PUBACK, then waits. When acks
+journal's head — never more than ``unacked_window`` beyond the slowest consumer's ack, so a
+backlog does not overflow the consumer's broker queue — with at most ``inflight_window``
+publishes awaiting PUBACK, then waits. When acks
 stop progressing for ``resend_after`` (doubling up to ``resend_after_max``) it starts again from
 the lowest unacknowledged seq; it also does after every reconnect and on ``ctl/resync``.
 """
@@ -111,9 +113,10 @@ class Outbox:
                     cursor = self.low_water + 1
                 if self._rewind_to is not None:
                     cursor, self._rewind_to = self._rewind_to, None
-                if cursor <= self.head:
+                if cursor <= self._limit():
                     rows = await self._journal.run(self._journal.file.read_events, cursor,
-                                                   self._config.batch)
+                                                   min(self._config.batch,
+                                                       self._limit() - cursor + 1))
                     for seq, body in rows:
                         await window.acquire()
                         replayed = seq <= self._sent_upto
@@ -130,7 +133,7 @@ class Outbox:
                     continue
                 try:
                     async with asyncio.timeout(resend_after):
-                        while self.low_water == mark and cursor > self.head and (
+                        while self.low_water == mark and cursor > self._limit() and (
                                 self._rewind_to is None):
                             self._wake.clear()
                             await self._wake.wait()
@@ -140,6 +143,14 @@ class Outbox:
                                  resend_after, self.low_water, self.head)
                     cursor = self.low_water + 1
                     resend_after = min(resend_after * 2, self._config.resend_after_max)
+
+    def _limit(self) -> int:
+        """The highest seq to publish now: the head, but no further ahead of the slowest
+        consumer's ack than ``unacked_window`` — more would overflow its broker queue
+        (Mosquitto drops past ``max_queued_messages``) and cost resyncs of everything."""
+        if not self.consumers:
+            return self.head
+        return min(self.head, self.low_water + self._config.unacked_window)
 
     async def _publish(self, link: MqttLink, seq: int, body: str, replayed: bool,
                        window: asyncio.Semaphore, failed: asyncio.Event) -> None:

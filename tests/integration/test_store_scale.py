@@ -116,3 +116,46 @@ async def test_aggregator_restarted_in_a_burst_loses_nothing(
             assert [e.seq for e in stored] == list(range(1, last + 1))
             sessions = await second.storage.sessions(["S1"], None, None)
             assert sessions[0].summary["payment_counts"]["card"] == 300
+
+
+async def test_a_day_of_events_from_an_offline_register_catches_up(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    """10,000 events the register journaled while it could not reach anyone reach the store
+    view once it connects: all of them, once, in order, and the session's figures right."""
+    from kassad.daemon.contract.events import utc_timestamp
+    from kassad.daemon.journal.store import EventDraft, JournalFile
+
+    journal_path = tmp_path / "R1.db"
+    journal = JournalFile(journal_path, "S1", "R1", "offline-day")
+    now = utc_timestamp()
+    drafts = [EventDraft("session.opened", now, "day-1", {
+        "number": 1, "automatic": False, "starting_float": {"SEK": 100000},
+        "expected_start": None, "note": None})]
+    drafts += [EventDraft("payment.recorded", now, "day-1", {
+        "kind": "cash_sale", "payment_type": "cash", "reference": f"o-{n}",
+        "tendered": {"amount": 1000, "currency": "SEK"},
+        "change": {"amount": 0, "currency": "SEK"},
+        "amount": {"amount": 1000, "currency": "SEK"}}) for n in range(9_999)]
+    for start in range(0, len(drafts), 1000):
+        journal.append(drafts[start:start + 1000])
+    journal.close()
+    config = write_config(tmp_path / "R1.toml", port=broker.port, register="R1",
+                          journal=journal_path, consumers=["store-agg"],
+                          # The production resend timer: a resend here would be a duplicate.
+                          delivery={"inflight_window": 100, "batch": 500,
+                                    "resend_after": 5.0, "resend_after_max": 60.0})
+    async with aggregator(broker, f"sqlite:///{tmp_path / 'store.db'}", "agg-1") as store, \
+            running_register(config) as register:
+        await until(lambda: register.state_snapshot()["delivery"]["pending"] == 0,
+                    timeout=120, what="the day's backlog acknowledged")
+        epoch = register.state_snapshot()["epoch"]
+        stored = await store.storage.events_after(StreamKey("S1", "R1", epoch), 0, 20_000)
+        assert [e.seq for e in stored] == list(range(1, register.state_snapshot()["last_seq"]
+                                                     + 1))
+        session = await store.storage.session("day-1")
+        assert session is not None
+        assert session.summary["cash_sales_count"] == 9_999
+        # Flow control by the consumer's acks: the backlog never overflowed the broker's queue,
+        # so nothing had to be sent twice.
+        assert store.ingest is not None and store.ingest.duplicates == 0
+        assert session.summary["expected_cash"] == {"SEK": 100000 + 9_999 * 1000}
