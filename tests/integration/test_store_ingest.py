@@ -174,3 +174,56 @@ async def test_tampering_and_false_close_figures_are_alarms(broker: MosquittoBro
         broken = next(a for a in alarms if a.kind == "chain_broken")
         assert broken.detail["seq"] == 3 and broken.detail["evidence"]["event_id"] == "forged"
     journal.close()
+
+
+async def _get(port: int, path: str) -> Any:
+    def fetch() -> Any:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    return await asyncio.to_thread(fetch)
+
+
+async def test_store_view_through_a_broker_restart_with_device_alarms(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    from kassad.daemon.config import DevicesConfig, load_register_config
+    from kassad.simulators.printer.device import PrinterSimulator
+
+    async with PrinterSimulator() as printer, aggregator(broker, tmp_path) as store, \
+            contextlib.AsyncExitStack() as stack:
+        port = await printer.serve_tcp()
+        registers = []
+        for name in ("R1", "R2"):
+            config = load_register_config(write_config(
+                tmp_path / f"{name}.toml", port=broker.port, register=name,
+                journal=tmp_path / f"{name}.db", consumers=["store-agg"]))
+            if name == "R1":  # R1 has a printer, which runs out of paper
+                config = config.model_copy(update={"devices": DevicesConfig.model_validate(
+                    {"printer": {"transport": {"kind": "tcp", "host": "127.0.0.1",
+                                               "port": port}, "status_interval": 0.1}})})
+            registers.append(await stack.enter_async_context(running_register(config)))
+        async with KassadClient(broker_config(broker.port), store="S1", register="R1",
+                                requester="pos-1", retry_interval=0.3) as one, \
+                KassadClient(broker_config(broker.port), store="S1", register="R2",
+                             requester="pos-2", retry_interval=0.3) as two:
+            first = asyncio.gather(run_steps(one), run_steps(two))
+            await asyncio.to_thread(broker.restart)  # in the middle of both days
+            await first
+        for register in registers:
+            await until(lambda r=register: r.state_snapshot()["delivery"]["pending"] == 0,
+                        timeout=60, what="every event acknowledged after the restart")
+        printer.paper_out()
+        assert store.http is not None
+        http = store.http.port
+
+        async def paper_alarm() -> bool:
+            view = await _get(http, "/api/v1/stores/S1/registers")
+            return any("paper_out" in json.dumps(r) for r in view["registers"])
+
+        await eventually(paper_alarm, timeout=15, what="paper_out in the registers view")
+        sessions = await _get(http, "/api/v1/stores/S1/sessions?sort=start")
+        assert len(sessions["sessions"]) == 4
+        discrepancies = await _get(http, "/api/v1/stores/S1/discrepancies")
+        assert json.dumps(discrepancies).count("-150") >= 2
