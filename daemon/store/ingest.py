@@ -13,6 +13,7 @@ A gap that stays open past the reorder timeout is asked for with ``ctl/resync``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -133,10 +134,11 @@ class Ingest:
             else:
                 self.duplicates += 1
             touched.add(row.key)
-        for key in touched:
-            await self._advance(self._stream(key))
+        advanced = [await self._advance(self._stream(key), ack=False) for key in touched]
+        # Acks are cumulative and retained: send them together, not one round trip each.
+        await asyncio.gather(*(self._ack(s) for s in advanced if s.folded > s.acked))
 
-    async def _advance(self, stream: StreamFold) -> None:
+    async def _advance(self, stream: StreamFold, *, ack: bool = True) -> StreamFold:
         start = stream.folded
         while True:
             rows = await self.storage.events_after(stream.key, stream.folded, self._page)
@@ -152,12 +154,17 @@ class Ingest:
             if not progressed or len(rows) < self._page:
                 break
         beyond = await self.storage.events_after(stream.key, stream.folded, 1)
-        stream.gap_since = (None if not beyond else
-                            stream.gap_since if stream.gap_since is not None else self._clock())
+        if not beyond:
+            stream.gap_since = None
+        elif stream.gap_since is None or stream.folded > start:
+            # A gap counts from when the stream last moved: with a shared subscription the
+            # other instance fills most holes within a batch.
+            stream.gap_since = self._clock()
         if stream.folded > start:
             await self._upsert_sessions(stream)
-        if stream.folded > stream.acked:
+        if ack and stream.folded > stream.acked:
             await self._ack(stream)
+        return stream
 
     def _fold(self, stream: StreamFold, row: EventRow) -> None:
         event = json.loads(row.body)
@@ -226,15 +233,19 @@ class Ingest:
     async def ack_all(self) -> None:
         """After a reconnect: tell every register where we are (the broker may have lost the
         retained acks)."""
-        for stream in self.streams.values():
+        for stream in list(self.streams.values()):  # a batch may add streams meanwhile
             if stream.folded:
                 stream.acked = 0
                 await self._ack(stream)
 
     async def ask_for_gaps(self) -> None:
         now = self._clock()
-        for stream in self.streams.values():
+        for stream in list(self.streams.values()):  # a batch may add streams meanwhile
             if stream.gap_since is not None and now - stream.gap_since >= self.reorder_timeout:
+                # Another instance may have stored the hole meanwhile: look before asking.
+                await self._advance(stream)
+                if stream.gap_since is None or now - stream.gap_since < self.reorder_timeout:
+                    continue
                 stream.gap_since = now
                 key = stream.key
                 _LOGGER.info("gap after seq %s of %s/%s: resync", stream.folded, key.store,
