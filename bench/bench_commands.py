@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from common import (
     Meter,
     Row,
     cancel_on_sigterm,
+    child,
     cpu_meter,
     cpu_spent,
     filesystem_of,
@@ -61,7 +62,6 @@ from common import (
     print_tail,
     register_config,
     run_in_temp_dir,
-    stop_process,
     timed_commits,
 )
 from common import Sample as BaseSample
@@ -195,24 +195,6 @@ class EchoRequester:
             self._pending.pop(corr, None)
 
 
-@contextlib.asynccontextmanager
-async def child(argv: list[str], log: Path, ready_line: bytes | None = None,
-                ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A subprocess for the duration of the block; SIGTERM (then SIGKILL) at the end."""
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if ready_line else out, stderr=out)
-    try:
-        if ready_line is not None:
-            assert proc.stdout is not None
-            async with asyncio.timeout(15):
-                line = await proc.stdout.readline()
-            if line.strip() != ready_line:
-                raise RuntimeError(f"{argv[1:]} did not start: {line!r}; see {log}")
-        yield proc
-    finally:
-        await stop_process(proc, 20)
 
 
 async def bench_echo(broker: MosquittoBroker, work: Path, counts: Counts,

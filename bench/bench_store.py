@@ -45,11 +45,10 @@ import random
 import secrets
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +63,7 @@ from common import (
     Meter,
     Row,
     cancel_on_sigterm,
+    child,
     cpu_meter,
     cpu_spent,
     filesystem_of,
@@ -73,7 +73,6 @@ from common import (
     print_table,
     print_tail,
     run_in_temp_dir,
-    stop_process,
 )
 from common import Sample as BaseSample
 from paho.mqtt.packettypes import PacketTypes
@@ -465,24 +464,6 @@ async def bare_subscriber(port: int, per_register: int) -> None:
                                      json.dumps({"upto_seq": n}), qos=1)
 
 
-@contextlib.asynccontextmanager
-async def subprocess_running(argv: list[str], log: Path, ready_line: bytes | None = None,
-                             ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A subprocess for the duration of the block; SIGTERM (then SIGKILL) at the end."""
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if ready_line else out, stderr=out)
-    try:
-        if ready_line is not None:
-            assert proc.stdout is not None
-            async with asyncio.timeout(15):
-                line = await proc.stdout.readline()
-            if line.strip() != ready_line:
-                raise RuntimeError(f"{argv[1:]} did not start: {line!r}; see {log}")
-        yield proc
-    finally:
-        await stop_process(proc, 20)
 
 
 # -- the aggregator runs ---------------------------------------------------------------------
@@ -561,7 +542,7 @@ async def ingest_run(label: str, broker: MosquittoBroker, work: Path, watcher: W
                     prefix += ["-m", "cProfile", "-o", str(profile)]
                 argv = [*prefix, "-m", "kassad.daemon", "--log-level", "INFO", "store",
                         "--config", str(config)]
-                procs[agg_id] = await stack.enter_async_context(subprocess_running(argv, log))
+                procs[agg_id] = await stack.enter_async_context(child(argv, log))
             for agg_id in ids:
                 async with asyncio.timeout(30):
                     await watcher.aggregator(agg_id).wait()
@@ -591,7 +572,7 @@ async def bare_run(broker: MosquittoBroker, work: Path, watcher: Watcher,
                    publishers: list[Publisher], per_register: int, cap_s: float) -> Sample:
     argv = [sys.executable, str(SCRIPT), "--bare-subscriber", str(broker.port),
             str(per_register)]
-    async with subprocess_running(argv, work / "bare.log", ready_line=b"ready") as proc:
+    async with child(argv, work / "bare.log", ready_line=b"ready") as proc:
         meter = process_meter(broker, {}, postgres=False, bare=proc.pid)
         return await drive(watcher, publishers, "bare", cap_s, [proc], meter)
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -301,3 +301,23 @@ def print_profile(path: Path, tottime: int = 20, cumulative: int = 25) -> None:
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime").print_stats(tottime)
     stats.sort_stats("cumulative").print_stats(cumulative)
+
+
+@contextlib.asynccontextmanager
+async def child(argv: list[str], log: Path, ready_line: bytes | None = None,
+                ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A subprocess for the duration of the block; SIGTERM (then SIGKILL) at the end."""
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if ready_line else out, stderr=out)
+    try:
+        if ready_line is not None:
+            assert proc.stdout is not None
+            async with asyncio.timeout(15):
+                line = await proc.stdout.readline()
+            if line.strip() != ready_line:
+                raise RuntimeError(f"{argv[1:]} did not start: {line!r}; see {log}")
+        yield proc
+    finally:
+        await stop_process(proc, 20)
