@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS print_jobs (
     state       TEXT NOT NULL,
     reason      TEXT,
     created_at  TEXT NOT NULL,
-    expires_at  REAL NOT NULL,
+    expires_at  INTEGER NOT NULL,  -- Unix time, milliseconds
     data        BLOB NOT NULL,
     info        TEXT NOT NULL
 );
@@ -339,7 +339,7 @@ class JournalFile:
             db.execute(
                 "INSERT OR REPLACE INTO print_jobs(job_id, state, reason, created_at, expires_at,"
                 " data, info) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job.job_id, job.state, job.reason, job.created_at, job.expires_at, job.data,
+                (job.job_id, job.state, job.reason, job.created_at, job.expires_at_ms, job.data,
                  json.dumps(job.info)))
             return [self._seal(db, d) for d in drafts]
 
@@ -347,25 +347,26 @@ class JournalFile:
         rows = self._db.execute(
             "SELECT job_id, state, reason, created_at, expires_at, data, info FROM print_jobs "
             "WHERE state IN ('accepted', 'waiting', 'printing') ORDER BY created_at").fetchall()
-        return [PrintJobRecord(r[0], r[1], r[2], r[3], float(r[4]), bytes(r[5]),
+        return [PrintJobRecord(r[0], r[1], r[2], r[3], int(r[4]), bytes(r[5]),
                                dict(json.loads(r[6]))) for r in rows]
 
     def get_job(self, job_id: str) -> PrintJobRecord | None:
         r = self._db.execute(
             "SELECT job_id, state, reason, created_at, expires_at, data, info FROM print_jobs "
             "WHERE job_id = ?", (job_id,)).fetchone()
-        return None if r is None else PrintJobRecord(r[0], r[1], r[2], r[3], float(r[4]),
+        return None if r is None else PrintJobRecord(r[0], r[1], r[2], r[3], int(r[4]),
                                                      bytes(r[5]), dict(json.loads(r[6])))
 
 
 @dataclass(frozen=True, slots=True)
 class PrintJobRecord:
-    """A durable print job: ``job_id`` is the command id; ``expires_at`` is Unix time."""
+    """A durable print job: ``job_id`` is the command id; ``expires_at_ms`` is Unix time in
+    milliseconds (an integer: exact, and no float near money code)."""
 
     job_id: str
     state: str  # accepted, waiting, printing, printed, failed, expired, indeterminate
     reason: str | None
     created_at: str
-    expires_at: float
+    expires_at_ms: int
     data: bytes
     info: dict[str, Any]

@@ -101,7 +101,7 @@ class _PrintBase:
              info: dict[str, Any]) -> PrintJobRecord:
         jobs = _devices(view).jobs
         assert jobs is not None
-        return PrintJobRecord(envelope.cmd_id, "new", None, utc_timestamp(), jobs.expiry(), data,
+        return PrintJobRecord(envelope.cmd_id, "new", None, utc_timestamp(), jobs.expiry_ms(), data,
                               info)
 
     def _reprint(self, view: RegisterView, encoder: EscposEncoder, job_id: str) -> bytes:

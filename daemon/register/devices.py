@@ -349,8 +349,9 @@ class PrintJobs:
         self._final: dict[str, asyncio.Future[PrintJobRecord]] = {}
         self._counter = 0
 
-    def expiry(self) -> float:
-        return time.time() + self._config.receipt_expiry
+    def expiry_ms(self) -> int:
+        """When a receipt accepted now expires: Unix time in milliseconds."""
+        return int((time.time() + self._config.receipt_expiry) * 1000)
 
     async def submit(self, job: PrintJobRecord, cause: dict[str, Any]) -> None:
         await self._transition(job, "accepted", None, cause)
@@ -412,7 +413,7 @@ class PrintJobs:
     async def _run(self, job: PrintJobRecord) -> None:
         printer = self._printer
         while True:
-            if time.time() >= job.expires_at:
+            if time.time() * 1000 >= job.expires_at_ms:
                 await self._transition(job, "expired", "not printed before its expiry")
                 return
             reason = not_ready_reason(printer.status, printer.transport.is_open)
@@ -422,7 +423,7 @@ class PrintJobs:
                 job = await self._transition(job, "waiting", reason)
             with contextlib.suppress(TimeoutError):
                 await printer.wait_for(self._changed_from(reason),
-                                       timeout=max(0.0, job.expires_at - time.time()))
+                                       timeout=max(0.0, job.expires_at_ms / 1000 - time.time()))
         self.idle.clear()
         try:
             job = await self._transition(job, "printing", None)
