@@ -8,7 +8,9 @@
   kassad journal verify|export              check or dump a register journal
   kassad sim printer [--help]               the printer simulator (and `… control VERB`)
   kassad sim counter cctalk|ssp [--help]    coin/note counter simulators (and `… control`)
-  kassad demo                               a broker, a register and a scripted POS
+  kassad install [--help]                   put units, udev rules, config and user in place
+  kassad doctor [--config FILE]             check a live installation and say what to fix
+  kassad demo [--help]                      a whole simulated store, until Ctrl-C
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import BrokerConfig, ConfigError, RegisterConfig, load_register_config
 from .journal.store import JournalError
+
+if TYPE_CHECKING:
+    from .store.config import StoreConfig
 
 _LOGGER = logging.getLogger("kassad")
 
@@ -66,13 +71,14 @@ def _env_config() -> bool:
 # -- run ------------------------------------------------------------------------------------
 
 
-async def _run_register(config: RegisterConfig) -> None:
+async def _run_register(config: RegisterConfig, path: str | None) -> None:
     from .register.service import RegisterService
 
-    service = RegisterService(config)
+    service = RegisterService(config, load_config=lambda: load_register_config(path))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop)
+    loop.add_signal_handler(signal.SIGHUP, service.request_reload)
     await service.run()
 
 
@@ -84,31 +90,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(args.log_level or config.logging.level)
     try:
-        asyncio.run(_run_register(config))
+        asyncio.run(_run_register(config, args.config))
     except JournalError as e:
         print(f"kassad: {e}", file=sys.stderr)
         return 3
     return 0
 
 
-async def _run_store(args: argparse.Namespace) -> None:
+async def _run_store(config: StoreConfig, path: str | None) -> None:
     from .store.config import load_store_config
     from .store.service import StoreService
 
-    service = StoreService(load_store_config(args.config))
+    service = StoreService(config, load_config=lambda: load_store_config(path))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop)
+    loop.add_signal_handler(signal.SIGHUP, service.request_reload)
     await service.run()
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level or "INFO")
+    from .store.config import load_store_config
+
     try:
-        asyncio.run(_run_store(args))
+        config = load_store_config(args.config)
     except ConfigError as e:
         print(f"kassad store: invalid configuration\n{e}", file=sys.stderr)
         return 2
+    _setup_logging(args.log_level or config.logging.level)
+    asyncio.run(_run_store(config, args.config))
     return 0
 
 
@@ -324,7 +334,19 @@ def _counter_control(argv: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from kassad.simulators.demo import main as demo_main
 
-    return demo_main(workdir=Path(args.workdir) if args.workdir else None)
+    return demo_main(list(args.args))
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from .admin.install import main as install_main
+
+    return install_main(list(args.args))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .admin.doctor import main as doctor_main
+
+    return doctor_main(list(args.args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,9 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="the simulator's own options")
     p.set_defaults(func=cmd_sim)
 
-    p = sub.add_parser("demo", help="run the simulated store demo")
-    p.add_argument("--workdir", help="keep the demo's files here (default: a temp folder)")
-    p.set_defaults(func=cmd_demo)
+    # These parse their own options (``kassad demo --help`` is the demo's help).
+    for name, func, text in (
+            ("install", cmd_install, "install units, udev rules, configuration and user"),
+            ("doctor", cmd_doctor, "check a live installation and say what to fix"),
+            ("demo", cmd_demo, "run the simulated store until Ctrl-C")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("args", nargs=argparse.REMAINDER, help=f"the {name} command's options")
+        p.set_defaults(func=func)
     return parser
 
 

@@ -333,6 +333,22 @@ class RegisterConfig(BaseSettings):
         return env_settings, init_settings
 
 
+#: What SIGHUP changes in a running register (kassad.daemon.reload): log level, limits,
+#: alarms and timeouts. Anything else (broker, journal, devices present and how they are
+#: reached, currencies, consumers) is reported as needing a restart.
+RELOADABLE: tuple[str, ...] = (
+    "logging.level",
+    "commands.max_payload_bytes", "commands.clock_skew", "commands.default_ttl",
+    "delivery.resend_after", "delivery.resend_after_max", "delivery.publish_timeout",
+    "delivery.state_interval",
+    "money.max_amount", "money.low_change_pieces",
+    "devices.printer.receipt_expiry",
+    *(f"devices.drawer.{key}" for key in (
+        "pin", "pulse_on_ms", "pulse_off_ms", "realtime_kick", "open_level", "open_timeout",
+        "kick_retries", "left_open_after", "max_kick_age")),
+)
+
+
 class ConfigError(Exception):
     """A configuration that cannot run: the message names the file, the key and the problem."""
 

@@ -32,6 +32,7 @@ class EventType:
     CMD_INDETERMINATE = "cmd.indeterminate"
     DAEMON_STARTED = "daemon.started"
     DAEMON_STOPPED = "daemon.stopped"
+    DAEMON_RELOADED = "daemon.reloaded"  # SIGHUP: which keys took effect, which wait
 
 
 def canonical_json(obj: Any) -> str:

@@ -13,7 +13,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import aiomqtt
@@ -175,6 +175,20 @@ class MqttLink:
                                  timeout=timeout)
         except aiomqtt.MqttError as e:
             raise PublishFailed(f"{self._name}: publish to {topic} failed: {e}") from e
+
+
+async def cancel_tasks(tasks: Iterable[asyncio.Task[Any]], retry: float = 0.5) -> None:
+    """Cancel tasks and wait until they have ended, cancelling again those still running.
+
+    Python 3.11's ``asyncio.wait_for`` (aiomqtt's connect, subscribe and publish use it)
+    swallows a cancellation that arrives as its inner future completes, so a single cancel of
+    a task talking to the broker can be lost and a TaskGroup would wait for it forever.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=retry)
 
 
 def message_properties(message: aiomqtt.Message) -> tuple[str | None, bytes | None]:

@@ -94,6 +94,8 @@ class Counters:
         self._connected: dict[str, bool] = dict.fromkeys(devices, False)
         self._pending: asyncio.Queue[list[EventDraft]] = asyncio.Queue()
         self._wake = asyncio.Event()
+        #: Called with a counter's name on each connected/disconnected report (start-up probe).
+        self.on_connection: Callable[[str], None] | None = None
 
     def reset_connections(self) -> None:
         self._connected = dict.fromkeys(self.devices, False)
@@ -123,6 +125,8 @@ class Counters:
                                           "active": event.active})
         elif isinstance(event, Connection):
             self._connected[event.device] = event.connected
+            if self.on_connection is not None:
+                self.on_connection(event.device)
             data: dict[str, Any] = {"device": event.device, "connected": event.connected,
                                     "reason": event.reason}
             if event.identity is not None:

@@ -95,6 +95,9 @@ class Devices:
         self._published: dict[str, Any] | None = None
         self._drawer_wake = asyncio.Event()
         self._drawer_changed = asyncio.Event()
+        # Devices not yet heard from since start (connected or not): READY waits for them.
+        self._unprobed: set[str] = set()
+        self._probed = asyncio.Event()
         self.printer: Printer | None = None
         self.drawer: DrawerMachine | None = None
         self.jobs: PrintJobs | None = None
@@ -111,6 +114,73 @@ class Devices:
                                                       d.left_open_after))
             if d.via == "serial" and d.serial is not None:
                 self.serial_drawer = self._make_serial_drawer(d.serial)
+        self._unprobed = {*(["printer"] if self.printer else []),
+                          *(["drawer"] if self.serial_drawer else []),
+                          *(self.counters.devices if self.counters else [])}
+        if self.counters is not None:
+            self.counters.on_connection = self._mark_probed
+        self._mark_probed(None)
+
+    # -- start-up probe, status words, reload -----------------------------------------------
+
+    def _mark_probed(self, name: str | None) -> None:
+        self._unprobed.discard(name or "")
+        if not self._unprobed:
+            self._probed.set()
+
+    def probe_timeout(self) -> float:
+        """The longest a first answer may take: the slowest open plus a status round."""
+        c = self.config
+        waits = [0.0]
+        if c.printer is not None:
+            waits.append(c.printer.open_timeout + c.printer.status_timeout)
+        if c.drawer is not None and c.drawer.serial is not None:
+            waits.append(5.0 + c.drawer.serial.reply_timeout)
+        waits += [5.0 + 3 * counter.response_timeout for counter in c.counters]
+        return max(waits) + 1.0
+
+    async def wait_probed(self) -> None:
+        """Return once every device has said connected or not, or after probe_timeout()."""
+        try:
+            async with asyncio.timeout(self.probe_timeout()):
+                await self._probed.wait()
+        except TimeoutError:
+            _LOGGER.warning("no first answer yet from %s; starting without it",
+                            ", ".join(sorted(self._unprobed)))
+
+    def describe(self) -> str:
+        names = [n for n, present in (("the printer", self.printer), ("the drawer", self.drawer))
+                 if present]
+        names += [f"counter {name}" for name in (self.counters.devices if self.counters else ())]
+        return ", ".join(names)
+
+    def status_words(self) -> list[str]:
+        """Each device in a few words, for the STATUS= line."""
+        words: list[str] = []
+        snap = self.snapshot()
+        if self.printer is not None:
+            printer = snap["printer"]
+            reason = not_ready_reason(self.printer.status, self.printer.transport.is_open)
+            words.append(f"printer {'ready' if reason is None else reason.replace('_', ' ')}"
+                         if printer.get("connected") else "printer disconnected")
+        if self.drawer is not None:
+            words.append(f"drawer {self.drawer.state.value.replace('_', ' ')}")
+        for name, counter in snap["counters"].items():
+            words.append(f"{name} {'counting' if counter['counting'] else 'connected'}"
+                         if counter["connected"] else f"{name} disconnected")
+        return words
+
+    def reconfigure(self, config: DevicesConfig) -> None:
+        """A reload: drawer pulse, sensor level and timings, receipt expiry. Which devices
+        exist and how they are reached stay (``kassad.daemon.config.RELOADABLE``)."""
+        self.config = config
+        if self.drawer is not None and config.drawer is not None:
+            d = config.drawer
+            self.drawer.timings = DrawerTimings(d.open_timeout, d.kick_retries,
+                                                d.left_open_after)
+            self._drawer_wake.set()  # deadlines move with the timings
+        if self.jobs is not None and config.printer is not None:
+            self.jobs.reconfigure(config.printer)
 
     def _make_printer(self, config: PrinterConfig) -> Printer:
         transport = ReconnectingTransport(
@@ -202,10 +272,13 @@ class Devices:
     # -- status -----------------------------------------------------------------------------
 
     def _on_transport_state(self, state: str, detail: str) -> None:
+        if state != "connected":
+            self._mark_probed("printer")  # it answered with a failure: probed
         _LOGGER.info("printer %s: %s", state, detail)
         self._publish_printer(reason=f"{state}: {detail}")
 
     def _on_status(self, status: PrinterStatus | None, why: str) -> None:
+        self._mark_probed("printer")
         self._publish_printer(reason=why)
         if self.config.drawer is None or self.config.drawer.via != "printer":
             return
@@ -214,6 +287,8 @@ class Devices:
         self._on_drawer_sensor(is_open, why)
 
     def _on_drawer_sensor(self, is_open: bool | None, why: str) -> None:
+        if self.serial_drawer is not None:
+            self._mark_probed("drawer")
         if self.drawer is None:
             return
         if is_open is None:
@@ -270,7 +345,10 @@ class Devices:
         await self.printer.send(self._kick_bytes())
 
     async def quiesce(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait until no receipt is being sent and no kick awaits its sensor (a safe stop)."""
+        """Start no new receipt, then wait until none is being sent and no kick awaits its
+        sensor (a safe stop)."""
+        if self.jobs is not None:
+            self.jobs.hold()
         try:
             async with asyncio.timeout(timeout):
                 if self.jobs is not None:
@@ -348,6 +426,10 @@ class PrintJobs:
         self._wake = asyncio.Event()
         self._final: dict[str, asyncio.Future[PrintJobRecord]] = {}
         self._counter = 0
+        self._held = False  # stopping: no job starts; queued ones wait for the next start
+
+    def reconfigure(self, config: PrinterConfig) -> None:
+        self._config = config  # receipt_expiry applies to jobs accepted from now on
 
     def expiry_ms(self) -> int:
         """When a receipt accepted now expires: Unix time in milliseconds."""
@@ -378,9 +460,13 @@ class PrintJobs:
                 future.set_result(job)
         return job
 
+    def hold(self) -> None:
+        """Start no further job (the daemon is stopping); the one being sent goes on."""
+        self._held = True
+
     async def run(self) -> None:
         while True:
-            while not self._queue:
+            while not self._queue or self._held:
                 self._wake.clear()
                 await self._wake.wait()
             await self._run(self._queue.popleft())
@@ -424,6 +510,9 @@ class PrintJobs:
             with contextlib.suppress(TimeoutError):
                 await printer.wait_for(self._changed_from(reason),
                                        timeout=max(0.0, job.expires_at_ms / 1000 - time.time()))
+        if self._held:  # stopping: it stays accepted/waiting and prints after the restart
+            self._queue.appendleft(job)
+            return
         self.idle.clear()
         try:
             job = await self._transition(job, "printing", None)

@@ -67,6 +67,11 @@ class CommandWorker:
         self.idle.set()
         self.running: set[asyncio.Task[None]] = set()
 
+    def reconfigure(self, handlers: dict[str, Handler], config: CommandsConfig) -> None:
+        """A reload: the next command is planned with these (one in hand keeps its plan)."""
+        self._handlers = handlers
+        self._config = config
+
     async def run(self) -> None:
         while True:
             item = await self.queue.get()
@@ -235,9 +240,13 @@ class CommandWorker:
         self.running.add(task)
         task.add_done_callback(self.running.discard)
 
-    async def stop_background(self) -> None:
-        """Cancel device commands still waiting (a receipt waiting for paper): they stay
-        ``executing`` in the journal and are resumed, or made indeterminate, at the next start."""
+    async def stop_background(self, grace: float) -> None:
+        """Let device commands whose work is done journal their result (a receipt just
+        printed, a kick just confirmed) for up to ``grace`` seconds, then cancel the ones still
+        waiting (a receipt waiting for paper): they stay ``executing`` in the journal and are
+        resumed, or made indeterminate, at the next start."""
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=grace)
         for task in self.running:
             task.cancel()
         if self.running:

@@ -45,6 +45,11 @@ class Outbox:
         self._dirty_acks: set[str] = set()
         self._acks_changed = asyncio.Event()
 
+    def reconfigure(self, config: DeliveryConfig) -> None:
+        """A reload: timings and windows apply from the next publish; consumers do not change
+        (``kassad.daemon.config.RELOADABLE`` leaves them for a restart)."""
+        self._config = config
+
     @property
     def low_water(self) -> int:
         """Highest seq every consumer has acknowledged (the head when there are none)."""

@@ -5,15 +5,22 @@ fold the journal into the ledger, journal ``daemon.started``, then run (in one T
 command worker, the MQTT link (which runs the outbox relay and the birth message per
 connection), the ack saver and the ``state`` publisher. Sessions, journal and devices carry on
 while the broker is away; only replies and events wait for it.
+
+Under systemd it says READY=1 once the journal is open and every device has been probed, keeps
+a readable STATUS= line, pings the watchdog from its event loop while the journal answers,
+reloads what is safe to reload on SIGHUP (:data:`kassad.daemon.config.RELOADABLE`) and says
+STOPPING=1 when asked to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +28,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from .. import __version__
-from ..config import RegisterConfig
+from ..config import RELOADABLE, ConfigError, MoneyConfig, RegisterConfig
 from ..contract.commands import QUERY_COMMANDS, CmdStatusParams
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import AckMessage, EventType, ResyncRequest, utc_timestamp
@@ -35,10 +42,13 @@ from ..mqtt.link import (
     MqttLink,
     NotConnected,
     PublishFailed,
+    cancel_tasks,
     message_properties,
     publish_properties,
     will_properties,
 )
+from ..reload import Reload, plan_reload
+from ..systemd import Notifier, run_watchdog, watchdog_interval
 from .commands import default_handlers
 from .device_commands import device_handlers, job_result
 from .devices import Devices
@@ -49,20 +59,38 @@ from .outbox import Outbox
 
 _LOGGER = logging.getLogger(__name__)
 
+#: How often the STATUS= line is recomputed when nothing else changed it.
+STATUS_REFRESH = 5.0
+#: At a stop, how long device commands whose work is done get to journal their results.
+BACKGROUND_GRACE = 2.0
+
+
+def money_policy(money: MoneyConfig) -> MoneyPolicy:
+    return MoneyPolicy(money.base_currency, frozenset(money.accepted), money.max_amount,
+                       money.denomination_sets(), money.low_change_pieces)
+
 
 class RegisterService:
-    """One register. ``run()`` until ``stop()``; the journal is open only inside ``run()``."""
+    """One register. ``run()`` until ``stop()``; the journal is open only inside ``run()``.
+
+    ``load_config`` reads the configuration again for a reload (SIGHUP); without it a reload
+    request is refused with a log line.
+    """
 
     def __init__(self, config: RegisterConfig, *, crash_points: CrashPoints | None = None,
-                 usb_backend: Any = None) -> None:
+                 usb_backend: Any = None, notifier: Notifier | None = None,
+                 load_config: Callable[[], RegisterConfig] | None = None) -> None:
         self.config = config
         self.topics = RegisterTopics(config.store, config.register_id)
         self.boot_id = str(uuid.uuid4())
-        self.money = MoneyPolicy(config.money.base_currency, frozenset(config.money.accepted),
-                                 config.money.max_amount, config.money.denomination_sets(),
-                                 config.money.low_change_pieces)
+        self.money = money_policy(config.money)
         self.ledger = LedgerState()
         self.ready = asyncio.Event()
+        self.notifier = notifier or Notifier.from_env()
+        self._load_config = load_config
+        self._reloads: set[asyncio.Task[Reload[RegisterConfig] | None]] = set()
+        self._status_dirty = asyncio.Event()
+        self._config_note = ""  # what the last reload left for a restart
         self._stop = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._crash = crash_points or CrashPoints.from_env(os.environ)
@@ -98,13 +126,19 @@ class RegisterService:
     # -- life cycle -----------------------------------------------------------------------------
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self.notifier.stopping("stopping: finishing the command in hand and any receipt "
+                                   "being printed")
         self._stop.set()
 
     async def run(self) -> None:
+        self.notifier.status(f"starting: opening the journal {self.config.journal.path}")
         journal = await Journal.open(self.config.journal.path, self.config.store,
                                      self.config.register_id, self.boot_id)
         self._journal = journal
         try:
+            self.notifier.status(f"starting: reading the journal (epoch {journal.epoch}, "
+                                 f"{journal.last_seq} events)")
             await self._recover(journal)
             self._outbox = Outbox(journal, self.topics, self.config.delivery,
                                   await journal.run(journal.file.load_acks))
@@ -144,8 +178,16 @@ class RegisterService:
             ]
             assert self.devices is not None
             tasks.append(group.create_task(self.devices.run(), name="devices"))
+            self.notifier.status("starting: probing " + (self.devices.describe() or "devices"))
+            await self.devices.wait_probed()
             self._resume_print_jobs()
             self.ready.set()
+            self.notifier.ready(self.status_line())
+            interval = watchdog_interval()
+            if interval is not None:  # systemd's watchdog counts from READY=1
+                tasks.append(group.create_task(
+                    run_watchdog(self.notifier, interval, self._health), name="watchdog"))
+            tasks.append(group.create_task(self._report_status(), name="sd-status"))
             await self._stop.wait()
             await self._shutdown(tasks)
 
@@ -158,10 +200,12 @@ class RegisterService:
         except TimeoutError:
             _LOGGER.warning("a command is still running at shutdown; stopping anyway")
         tasks[0].cancel()
+        self.notifier.status("stopping: waiting for the receipt being printed or the drawer "
+                             "being opened")
         if self.devices is not None and not await self.devices.quiesce(timeout=20):
             _LOGGER.warning("a receipt or a kick was still in progress at shutdown: it will be "
                             "indeterminate at the next start")
-        await self._worker.stop_background()
+        await self._worker.stop_background(grace=BACKGROUND_GRACE)
         await self._append([EventDraft(EventType.DAEMON_STOPPED, utc_timestamp(),
                                        data={"boot_id": self.boot_id})])
         if self._link.is_connected:
@@ -169,9 +213,94 @@ class RegisterService:
                 await self._publish_status(online=False)
             except (NotConnected, PublishFailed) as e:
                 _LOGGER.warning("could not publish offline status: %s", e)
-        for task in tasks[1:]:
-            task.cancel()
         self._state_changed.set()
+        await cancel_tasks(tasks[1:])
+
+    # -- systemd: status line, health, reload --------------------------------------------------
+
+    def status_line(self) -> str:
+        """What ``systemctl status`` shows: session, devices, broker and delivery, one line."""
+        session = self.ledger.open_session
+        parts = [f"session {session.number} open" if session else "no session open"]
+        if self.devices is not None:
+            parts += self.devices.status_words()
+        if self._link is not None:
+            parts.append("broker connected" if self._link.is_connected
+                         else "broker unreachable, working offline")
+        if self._outbox is not None and self._outbox.pending:
+            parts.append(f"{self._outbox.pending} events awaiting delivery")
+        if self._config_note:
+            parts.append(self._config_note)
+        return "ready: " + ", ".join(parts)
+
+    async def _report_status(self) -> None:
+        while not self._stop.is_set():
+            self._status_dirty.clear()
+            self.notifier.status(self.status_line())  # sent only when the text changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STATUS_REFRESH):
+                    await self._status_dirty.wait()
+            await asyncio.sleep(0.2)  # a burst of events makes one update, not hundreds
+
+    async def _health(self) -> str | None:
+        """None when the journal thread answers; it is where every command and event goes."""
+        journal = self._journal
+        if journal is None:
+            return None  # stopping: systemd stops the watchdog with the unit
+        try:
+            await journal.run(_noop)
+        except Exception as e:  # a dead journal thread must not ping
+            return f"the journal does not answer: {e}"
+        return None
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the configuration again and apply what can change while running."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> Reload[RegisterConfig] | None:
+        """Apply the reloadable changes of the configuration file; journal what changed."""
+        if not self.ready.is_set() or self._stop.is_set():
+            _LOGGER.warning("reload ignored: the register is %s",
+                            "stopping" if self._stop.is_set() else "still starting")
+            return None
+        self.notifier.reloading()
+        try:
+            if self._load_config is None:
+                raise ConfigError("started without a configuration file: nothing to reload")
+            new = await asyncio.to_thread(self._load_config)
+        except ConfigError as e:
+            _LOGGER.error("configuration not reloaded, the running one stays: %s", e)
+            self._config_note = "last reload failed (see the log), running configuration kept"
+            self.notifier.ready(self.status_line())
+            return None
+        result = plan_reload(self.config, new, RELOADABLE)
+        self._apply_config(result.config)
+        if result.applied or result.needs_restart:
+            await self._append([EventDraft(EventType.DAEMON_RELOADED, utc_timestamp(), data={
+                "boot_id": self.boot_id, "applied": list(result.applied),
+                "needs_restart": list(result.needs_restart)})])
+        _LOGGER.info("configuration reloaded: %s", result.summary())
+        if result.needs_restart:
+            _LOGGER.warning("these changes take effect at the next restart: %s",
+                            ", ".join(result.needs_restart))
+        self._config_note = ("restart to apply " + ", ".join(result.needs_restart)
+                             if result.needs_restart else "")
+        self.notifier.ready(self.status_line())
+        return result
+
+    def _apply_config(self, config: RegisterConfig) -> None:
+        self.config = config
+        logging.getLogger().setLevel(config.logging.level)
+        self.money = money_policy(config.money)
+        if self._worker is not None:
+            self._worker.reconfigure({**default_handlers(), **device_handlers(config.devices)},
+                                     config.commands)
+        if self._outbox is not None:
+            self._outbox.reconfigure(config.delivery)
+        if self.devices is not None:
+            self.devices.reconfigure(config.devices)
 
     async def _recover(self, journal: Journal) -> None:
         """Fold the journal; mark commands a crash interrupted as indeterminate."""
@@ -224,6 +353,7 @@ class RegisterService:
         if sealed and self._outbox is not None:
             self._outbox.notify(sealed[-1].seq)
             self._state_changed.set()
+            self._status_dirty.set()
 
     # -- MQTT -----------------------------------------------------------------------------------
 
@@ -308,6 +438,7 @@ class RegisterService:
 
     async def _on_connected(self, link: MqttLink) -> None:
         assert self._outbox is not None
+        self._status_dirty.set()
         try:
             await self._publish_status(online=True)
             await self._publish_state()
@@ -416,3 +547,7 @@ def _interrupted(command: str | None, job: PrintJobRecord | None) -> tuple[str, 
     return (f"{command} was interrupted by a daemon restart before its result was journaled. "
             "Session commands are all-or-nothing: the session was not changed. Check the state "
             "and send a new cmd_id if it is still wanted.", {"journal_effect": "none"})
+
+
+def _noop() -> None:
+    """Run on the journal thread by the health check: it answers, or it is stuck."""

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ..config import BrokerConfig, ConfigError, Id, Seconds, _format_errors, config_path, read_toml
+from ..config import (
+    BrokerConfig,
+    ConfigError,
+    Id,
+    LoggingConfig,
+    Seconds,
+    _format_errors,
+    config_path,
+    read_toml,
+)
 
 
 class HttpConfig(BaseModel):
@@ -38,6 +47,7 @@ class StoreConfig(BaseSettings):
     batch: int = Field(200, ge=1, le=10_000)
     batch_window: Seconds = Field(0.05, description="wait this long to fill a batch")
     http: HttpConfig | None = Field(HttpConfig(), description="the store view; null: none")
+    logging: LoggingConfig = LoggingConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -46,6 +56,10 @@ class StoreConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return env_settings, init_settings
+
+
+#: What SIGHUP changes in a running aggregator; anything else waits for a restart.
+RELOADABLE: tuple[str, ...] = ("logging.level", "reorder_timeout", "batch", "batch_window")
 
 
 def load_store_config(explicit: str | Path | None = None, **overrides: Any) -> StoreConfig:

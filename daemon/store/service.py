@@ -4,6 +4,9 @@ It subscribes to the ``evt``, ``status`` and ``state`` topics of its stores (``e
 ``$share/{group}/…`` when several instances share the load), hands events to the ingest in
 batches, keeps each register's availability and device alarms, announces itself on
 ``kassad/v1/{store}/_agg/{id}/status`` (retained, with a Will), and asks for gaps.
+
+Under systemd: READY=1 once storage is open and the store view listens, a STATUS= line,
+watchdog pings while the storage answers, SIGHUP reloads :data:`RELOADABLE`, STOPPING=1.
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 
+from ..config import ConfigError
 from ..contract.events import utc_timestamp
 from ..contract.topics import PREFIX, aggregator_status
-from ..mqtt.link import MqttLink
-from .config import StoreConfig
+from ..mqtt.link import MqttLink, cancel_tasks
+from ..reload import Reload, plan_reload
+from ..systemd import Notifier, run_watchdog, watchdog_interval
+from .config import RELOADABLE, StoreConfig
 from .http import HttpServer, create_app
 from .ingest import BadEvent, Ingest, parse_event
 from .storage.base import EventRow, RegisterRow, Storage
@@ -55,10 +62,16 @@ def device_alarms(state: dict[str, Any]) -> list[str]:
 
 
 class StoreService:
-    def __init__(self, config: StoreConfig, storage: Storage | None = None) -> None:
+    def __init__(self, config: StoreConfig, storage: Storage | None = None, *,
+                 notifier: Notifier | None = None,
+                 load_config: Callable[[], StoreConfig] | None = None) -> None:
         self.config = config
         self.storage = storage or open_storage(config.database)
         self.ready = asyncio.Event()
+        self.notifier = notifier or Notifier.from_env()
+        self._load_config = load_config
+        self._reloads: set[asyncio.Task[Reload[StoreConfig] | None]] = set()
+        self._config_note = ""
         self.ingest: Ingest | None = None
         self._stop = asyncio.Event()
         self._inbox: asyncio.Queue[EventRow] = asyncio.Queue()
@@ -67,6 +80,8 @@ class StoreService:
         self.http: HttpServer | None = None
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self.notifier.stopping("stopping: announcing offline, closing storage")
         self._stop.set()
 
     def _subscriptions(self) -> list[str]:
@@ -79,8 +94,10 @@ class StoreService:
         return topics
 
     async def run(self) -> None:
+        self.notifier.status("starting: opening storage")
         await self.storage.open()
         try:
+            self.notifier.status("starting: reading stored events")
             self.ingest = Ingest(self.storage, consumer=self.config.consumer,
                                  publish=self._publish, clock=time.monotonic,
                                  reorder_timeout=self.config.reorder_timeout)
@@ -105,14 +122,78 @@ class StoreService:
                     await self.http.started.wait()
                     _LOGGER.info("store view on http://%s:%s/", self.config.http.host,
                                  self.http.port)
+                interval = watchdog_interval()
+                if interval is not None:
+                    tasks.append(group.create_task(
+                        run_watchdog(self.notifier, interval, self._health), name="watchdog"))
                 self.ready.set()
+                self.notifier.ready(self.status_line())
+                tasks.append(group.create_task(self._report_status(), name="sd-status"))
                 await self._stop.wait()
                 with contextlib.suppress(ConnectionError):
                     await self._announce(online=False)
-                for task in tasks:
-                    task.cancel()
+                await cancel_tasks(tasks)
         finally:
             await self.storage.close()
+
+    # -- systemd: status line, health, reload ------------------------------------------------
+
+    def status_line(self) -> str:
+        online = sum(1 for row in self._registers.values() if row.online)
+        parts = [f"{online} of {len(self._registers)} registers online"]
+        if self.ingest is not None:
+            parts.append(f"{self.ingest.stored} events stored since start")
+        if self._link is not None:
+            parts.append("broker connected" if self._link.is_connected else "broker unreachable")
+        if self.http is not None:
+            parts.append(f"store view on http://{self.config.http.host if self.config.http else ''}"
+                         f":{self.http.port}/")
+        if self._config_note:
+            parts.append(self._config_note)
+        return "ready: " + ", ".join(parts)
+
+    async def _report_status(self) -> None:
+        while True:
+            self.notifier.status(self.status_line())  # sent only when the text changed
+            await asyncio.sleep(2.0)
+
+    async def _health(self) -> str | None:
+        try:
+            await self.storage.heads()
+        except Exception as e:  # storage that fails must not ping
+            return f"storage does not answer: {e}"
+        return None
+
+    def request_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> Reload[StoreConfig] | None:
+        """SIGHUP: apply the reloadable changes of the configuration file."""
+        if not self.ready.is_set() or self._stop.is_set():
+            _LOGGER.warning("reload ignored: the aggregator is not running")
+            return None
+        self.notifier.reloading()
+        try:
+            if self._load_config is None:
+                raise ConfigError("started without a configuration file: nothing to reload")
+            new = await asyncio.to_thread(self._load_config)
+        except ConfigError as e:
+            _LOGGER.error("configuration not reloaded, the running one stays: %s", e)
+            self._config_note = "last reload failed (see the log), running configuration kept"
+            self.notifier.ready(self.status_line())
+            return None
+        result = plan_reload(self.config, new, RELOADABLE)
+        self.config = result.config
+        logging.getLogger().setLevel(self.config.logging.level)
+        if self.ingest is not None:
+            self.ingest.reorder_timeout = self.config.reorder_timeout
+        _LOGGER.info("configuration reloaded: %s", result.summary())
+        self._config_note = ("restart to apply " + ", ".join(result.needs_restart)
+                             if result.needs_restart else "")
+        self.notifier.ready(self.status_line())
+        return result
 
     # -- MQTT ---------------------------------------------------------------------------------
 

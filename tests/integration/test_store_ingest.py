@@ -41,6 +41,10 @@ async def aggregator(broker: MosquittoBroker, tmp_path: Path, **extra: Any,
     try:
         async with asyncio.timeout(10):
             await service.ready.wait()
+            # Ready does not wait for the broker (it may be down); these tests publish at
+            # once, so they need the subscriptions in place first.
+            assert service._link is not None
+            await service._link.connected.wait()
         yield service
     finally:
         service.stop()
