@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TOP_LEVEL = ("daemon", "drivers", "simulators")
+TOP_LEVEL = ("daemon", "drivers", "simulators", "systemd")
 
 
 def _setuptools() -> dict:
