@@ -200,12 +200,16 @@ class Installer:
         argv = [tool, str(under_root(self.root, sysusers_conf))]
         if self.root != Path("/"):
             argv[1:1] = ["--root", str(self.root)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                  timeout=120)
+            why = (done.stderr.strip() or f"exit {done.returncode}") if done.returncode else ""
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = str(e)
         after = accounts.lookup(self.root, SERVICE_USER)
-        if done.returncode != 0 or after is None:
+        if why or after is None:
             self.failed = True
-            self._note("failed", f"user {SERVICE_USER}: {' '.join(argv)}: "
-                       f"{done.stderr.strip() or f'exit {done.returncode}'}")
+            self._note("failed", f"user {SERVICE_USER}: {' '.join(argv)}: {why or 'no user'}")
             return
         self._note("created" if before is None else "updated",
                    f"user {SERVICE_USER}: {accounts.describe(after, DEVICE_GROUPS)}")
