@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kassad.daemon.admin.checks import Status, check_serial
+from kassad.daemon.admin.checks import Status, check_broker, check_serial
+from kassad.daemon.config import load_register_config
 from kassad.simulators.broker import MosquittoBroker, free_port
 from kassad.simulators.printer.device import PrinterSimulator
 from tests.support.register import running_register, write_config
@@ -160,3 +161,21 @@ def test_serial_devices(tmp_path: Path) -> None:
     assert missing.fix and "/dev/kassad/" in missing.fix
     (tmp_path / "plain").write_text("")
     assert "not a serial port" in check_serial("drawer", tmp_path / "plain").message
+
+
+async def test_a_port_that_never_answers_mqtt_is_a_timeout(tmp_path: Path) -> None:
+    accepted = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()  # takes the CONNECT and never sends a CONNACK
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        config = load_register_config(config_for(tmp_path, port, free_port()))
+        result = await check_broker(config, tmp_path / "kassad.toml", timeout=0.5)
+    assert accepted.is_set()
+    assert result.status is Status.FAIL
+    assert f"127.0.0.1:{port}: no MQTT answer within 0.5 s" in result.message
