@@ -269,7 +269,7 @@ class ScriptedPos:
         if step.counter is not None:
             count = await self.count(step.counter, step.pieces)
             entry: dict[str, Any] = {"currency": self.currency, "from_counter": step.counter}
-            how = f"{count['pieces']} pieces counted on the {step.counter} counter"
+            how = f"{count['pieces']} pieces fed through the {step.counter} counter"
         else:
             entry = {"currency": self.currency,
                      "counts": {str(value): n for value, n in step.counts.items()}}

@@ -456,8 +456,12 @@ class SimulatedStore:
         def all_online(view: dict[str, Any]) -> bool:
             return names <= {r["register"] for r in view["registers"] if r["online"]}
 
-        await self.while_running(self.view.until("/registers", all_online,
-                                                 "every register online"))
+        try:
+            await self.while_running(self.view.until("/registers", all_online,
+                                                     "every register online"))
+        except TimeoutError as e:  # the aggregator's log usually says why
+            agg = self.aggregator
+            raise TimeoutError(f"{e}; the end of {agg.log}:\n{agg.log_tail()}") from None
 
     async def while_running(self, work: Awaitable[Any]) -> Any:
         """Await ``work`` unless a daemon exits first (then :class:`ChildExited`)."""
@@ -477,8 +481,9 @@ class SimulatedStore:
                 waiter.cancel()
 
     async def run_day(self, *, pace: float, report: Callable[[str, str], None]) -> None:
-        """The scripted POS at every register at once; returns when both days are done and
-        the aggregator has acknowledged every event (so the store view shows them all)."""
+        """The scripted POS at every register at once; returns when both days are done, the
+        aggregator has acknowledged every event and the store view has caught up with the
+        registers' devices (their state comes at most every ``state_interval``)."""
         async with contextlib.AsyncExitStack() as stack:
             tills = {}
             for name, rig in self.registers.items():
@@ -488,6 +493,15 @@ class SimulatedStore:
                 tills[name] = ScriptedPos(client, rig, title=rig.spec.title, pace=pace,
                                           report=functools.partial(report, name))
             await self.while_running(self._all_days(tills))
+            devices = {name: (await pos.state())["devices"] for name, pos in tills.items()}
+
+        def caught_up(view: dict[str, Any]) -> bool:
+            shown = {r["register"]: r for r in view["registers"]}
+            return all(name in shown and shown[name]["online"]
+                       and shown[name]["devices"] == wanted for name, wanted in devices.items())
+
+        await self.while_running(self.view.until(
+            "/registers", caught_up, "each register's devices as the register reports them"))
 
     async def _all_days(self, tills: dict[str, ScriptedPos]) -> None:
         async def one(name: str, pos: ScriptedPos) -> None:
