@@ -409,8 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Subcommands that parse their own options: everything after their name is theirs.
+PASS_THROUGH = {"install": cmd_install, "doctor": cmd_doctor, "demo": cmd_demo}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # argparse's REMAINDER drops options that come first (``kassad install --root X``), so
+    # a pass-through command gets the rest of the line as it was typed.
+    args, _ = parser.parse_known_args(argv)
+    name = next((n for n, f in PASS_THROUGH.items() if getattr(args, "func", None) is f), None)
+    if name is None:
+        args = parser.parse_args(argv)
+    else:
+        args.args = argv[argv.index(name) + 1:]
     return int(args.func(args))
 
 

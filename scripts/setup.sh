@@ -45,6 +45,13 @@ ensure_mosquitto() {
     fi
 }
 
+# The udev rules' tests run udevadm test against fake sysfs devices (Debian: package udev).
+ensure_udev() {
+    if ! command -v udevadm >/dev/null && [ ! -x /usr/bin/udevadm ] && [ ! -x /bin/udevadm ]; then
+        _apt_install udev
+    fi
+}
+
 # The aggregator's tests run against a real PostgreSQL at 127.0.0.1:5432 as user postgres
 # without a password (KASSAD_TEST_POSTGRES overrides the address). On a machine without one,
 # install Debian's package, start its cluster and let local TCP connections in as trust.

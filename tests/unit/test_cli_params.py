@@ -137,3 +137,15 @@ def test_cli_schema_out_writes_files(tmp_path):
     assert "params.payment.record.schema.json" in files
     schema = json.loads((out / "event.schema.json").read_text())
     assert "properties" in schema
+
+
+@pytest.mark.parametrize("argv", [["install", "--help"], ["--log-level", "INFO", "doctor", "--help"],
+                                  ["demo", "--help"]])
+def test_commands_with_their_own_options_get_the_whole_rest_of_the_line(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from kassad.daemon.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: kassad {argv[-2]}")
