@@ -139,8 +139,8 @@ def test_cli_schema_out_writes_files(tmp_path):
     assert "properties" in schema
 
 
-@pytest.mark.parametrize("argv", [["install", "--help"], ["--log-level", "INFO", "doctor", "--help"],
-                                  ["demo", "--help"]])
+@pytest.mark.parametrize("argv", [["install", "--help"], ["demo", "--help"],
+                                  ["--log-level", "INFO", "doctor", "--help"]])
 def test_commands_with_their_own_options_get_the_whole_rest_of_the_line(
         argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     from kassad.daemon.cli import main
