@@ -23,6 +23,9 @@ from typing import Any, Protocol
 from kassad.daemon.client import CommandError, KassadClient, Result, new_cmd_id
 from kassad.daemon.ledger.money import format_decimal
 
+#: How often the POS asks for the register's state while it waits for something to happen.
+STATE_POLL = 0.05
+
 
 def sek(amount_minor: int) -> dict[str, Any]:
     return {"amount": amount_minor, "currency": "SEK"}
@@ -295,7 +298,7 @@ class ScriptedPos:
                                 self.payment_lines(sale))
         if sale.paper_runs_out:
             self.report(f"sale {sale.order}: {what}")
-            await self.print_through_paper_out(sale.order, document)
+            await self.print_through_paper_out(sale.order, document, open_drawer=sale.cash)
             return
         printed = await self.print(document, open_drawer=sale.cash)
         self.report(f"sale {sale.order}: {what} · {printed}")
@@ -363,10 +366,11 @@ class ScriptedPos:
         count: dict[str, Any] = stopped["count"]
         return count
 
-    async def print(self, document: dict[str, Any], *, open_drawer: bool) -> str:
+    async def print(self, document: dict[str, Any], *, open_drawer: bool,
+                    cmd_id: str | None = None) -> str:
         """Print a receipt; one that opens the drawer waits for the cashier to close it."""
         result = await self.send("print.receipt", {"document": document,
-                                                   "open_drawer": open_drawer})
+                                                   "open_drawer": open_drawer}, cmd_id=cmd_id)
         if not open_drawer:
             return "receipt printed"
         if result.get("drawer") != "open":
@@ -376,24 +380,24 @@ class ScriptedPos:
         await self.until_drawer("closed")
         return "receipt printed · drawer opened, closed"
 
-    async def print_through_paper_out(self, order: str, document: dict[str, Any]) -> None:
+    async def print_through_paper_out(self, order: str, document: dict[str, Any], *,
+                                      open_drawer: bool) -> None:
         """The roll runs out: the receipt waits for paper, and prints once it is refilled."""
         await self.cashier.paper_out()
         await self.until(lambda s: s["devices"]["printer"].get("paper") == "out",
                          "the printer to report paper out")
         self.report("the printer is out of paper (an alarm in the store view)")
         cmd_id = new_cmd_id()
-        job = asyncio.create_task(self.send("print.receipt", {"document": document},
-                                            cmd_id=cmd_id))
+        job = asyncio.create_task(self.print(document, open_drawer=open_drawer, cmd_id=cmd_id))
         try:
             await self.until_known(cmd_id)
             self.report(f"the receipt of sale {order} waits for paper")
             await self.pause()
             await self.cashier.refill_paper()
-            await job
+            printed = await job
         finally:
             job.cancel()
-        self.report("paper refilled · the waiting receipt printed")
+        self.report(f"paper refilled · the waiting {printed}")
 
     async def drawer(self, reason: str, note: str) -> None:
         """Open the drawer (no sale), then the cashier closes it."""
@@ -522,6 +526,3 @@ def _when(timestamp: str) -> str:
     """``2026-11-25T04:33:37.615Z`` → ``2026-11-25 04:33:37`` (UTC) for a receipt."""
     return timestamp[:19].replace("T", " ")
 
-
-#: How often the POS asks for the register's state while it waits for something to happen.
-STATE_POLL = 0.05
