@@ -27,20 +27,26 @@ if TYPE_CHECKING:
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_PACE = 0.5
+DESCRIPTION = """\
+A whole simulated store on this machine: Mosquitto, two registers (kassad run) with their
+receipt printers, cash drawers and coin/note counters, and the store aggregator (kassad store)
+with its web page. It prints where to look, plays a day of sales at both registers, shows the
+day's figures and each journal's verification, then keeps the store running until Ctrl-C,
+which stops everything in order (a second Ctrl-C kills what is left)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="kassad demo", description=__doc__,
+        prog="kassad demo", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path,
+    p.add_argument("--workdir", type=Path, metavar="DIR",
                    help="keep the store's files (configuration, journals, receipts, logs) in "
                         "this new or empty folder; default: a temporary folder, removed at "
                         "the end")
-    p.add_argument("--http-port", type=int,
+    p.add_argument("--http-port", type=int, metavar="PORT",
                    help=f"the store view's port (default {DEFAULT_HTTP_PORT}, or a free one if "
                         "that is taken)")
-    p.add_argument("--pace", type=float, default=DEFAULT_PACE,
+    p.add_argument("--pace", type=float, default=DEFAULT_PACE, metavar="SECONDS",
                    help=f"seconds between the POS's steps (default {DEFAULT_PACE}; 0: as fast "
                         "as the store goes)")
     p.add_argument("--exit-after-day", action="store_true",
