@@ -60,6 +60,8 @@ STOP_TIMEOUT = 20.0
 START_TIMEOUT = 30.0
 #: How often the store view is asked while waiting for it to show something.
 VIEW_POLL = 0.1
+#: Seconds one request to the store view may take (the demo waits for one at exit).
+HTTP_TIMEOUT = 5.0
 #: The terminal's signals, which only the demo itself should hear.
 TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGHUP})
 
@@ -244,7 +246,7 @@ class StoreView:
         """``GET {api}{path}`` as JSON."""
 
         def fetch() -> Any:
-            with urllib.request.urlopen(self.api + path, timeout=10) as reply:  # noqa: S310
+            with urllib.request.urlopen(self.api + path, timeout=HTTP_TIMEOUT) as reply:  # noqa: S310
                 return json.loads(reply.read())
 
         return await asyncio.to_thread(fetch)
@@ -255,7 +257,7 @@ class StoreView:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    with contextlib.suppress(urllib.error.URLError, ConnectionError):
+                    with contextlib.suppress(urllib.error.URLError, OSError):  # not up yet
                         view = await self.get(path)
                         if check(view):
                             return view
