@@ -7,7 +7,10 @@ Every timing is a field here, never a module constant, so tests and stores can t
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+import zoneinfo
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,7 +31,9 @@ from pydantic_settings import (
 )
 
 from .contract.topics import ID_RE
+from .ledger.cash_rounding import CashRounding, rules_for
 from .ledger.denominations import DEFAULT_DENOMINATIONS, Denomination
+from .ledger.exchange import RateError, parse_rate
 from .ledger.money import is_iso_currency
 
 CONFIG_ENV = "KASSAD_CONFIG"
@@ -92,6 +97,25 @@ class DenominationConfig(_Section):
     kind: Literal["coin", "note"]
 
 
+class RoundingConfig(_Section):
+    increment: int = Field(ge=1, le=100_000, description="minor units: 100 is whole kronor, "
+                           "5 is 0.05")
+    mode: Literal["half_up", "half_even", "down", "up"] = "half_up"
+
+
+def _rate(value: Any) -> Any:
+    # A rate is written as a string ("11.4250"): a TOML float would already be binary.
+    if not isinstance(value, str):
+        raise ValueError("write an exchange rate as a string, e.g. \"11.4250\"")
+    try:
+        return parse_rate(value)
+    except RateError as e:
+        raise ValueError(str(e)) from None
+
+
+Rate = Annotated[Decimal, BeforeValidator(_rate)]
+
+
 class MoneyConfig(_Section):
     base_currency: str = "SEK"
     accepted: list[str] = Field(default_factory=lambda: ["SEK"])
@@ -104,6 +128,19 @@ class MoneyConfig(_Section):
                     "NOK, DKK and CHF are built in)")
     low_change_pieces: int = Field(5, ge=0, le=1000,
                                    description="warn when a change denomination falls below")
+    country: str | None = Field(None, pattern=r"^[A-Z]{2}$", description="ISO 3166 code: "
+                                "SE rounds SEK cash to whole kronor, CH CHF and FI/NL/BE/IE EUR "
+                                "to 0.05")
+    cash_rounding: dict[str, RoundingConfig] = Field(
+        default_factory=dict, description="per currency, overrides the country's rounding")
+    exchange_rates: dict[str, Rate] = Field(
+        default_factory=dict, description="base-currency units for one unit of a foreign "
+                                          "currency, e.g. EUR = \"11.4250\" (a command may give "
+                                          "its own)")
+
+    def rounding_rules(self) -> dict[str, CashRounding]:
+        return rules_for(self.country, {c: CashRounding(r.increment, r.mode)
+                                        for c, r in self.cash_rounding.items()})
 
     def denomination_sets(self) -> dict[str, tuple[Denomination, ...]]:
         sets = dict(DEFAULT_DENOMINATIONS)
@@ -124,6 +161,12 @@ class MoneyConfig(_Section):
             values = [d.value for d in items]
             if len(set(values)) != len(values):
                 raise ValueError(f"denominations.{code}: a value is listed twice")
+        for table in ("cash_rounding", "exchange_rates"):
+            for code in getattr(self, table):
+                if not is_iso_currency(code):
+                    raise ValueError(f"{table}: {code!r} is not an ISO 4217 currency code")
+        if self.base_currency in self.exchange_rates:
+            raise ValueError("exchange_rates: the base currency needs no rate")
         return self
 
 
@@ -299,6 +342,80 @@ class DevicesConfig(_Section):
         return self
 
 
+_CLOCK_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _clock(value: Any) -> Any:
+    if isinstance(value, str) and not _CLOCK_RE.match(value):
+        raise ValueError(f"{value!r} is not a time of day as HH:MM (24-hour)")
+    return value
+
+
+ClockTime = Annotated[str, BeforeValidator(_clock)]
+
+
+class AutoCloseConfig(_Section):
+    """Close the open session by itself (a system close: counted unknown, the expected amount
+    carried forward) at a local time every day, month or year."""
+
+    period: Literal["daily", "monthly", "yearly"]
+    at: ClockTime = Field("03:00", description="local time (session.timezone), HH:MM")
+
+
+class CountRulesConfig(_Section):
+    """Enforced by the daemon, whatever the POS screen shows."""
+
+    blind: bool = Field(False, description="nobody is told the expected cash before the close "
+                                           "is counted (state, replies and X reports omit it)")
+    max_difference: dict[str, int] = Field(
+        default_factory=dict, description="per currency, minor units: a close further off "
+                                          "needs a manager's approval and a reason")
+    max_recounts: int = Field(2, ge=0, le=10, description="closes refused for the difference "
+                              "before only an approval can close")
+    managers: list[Id] = Field(default_factory=list, description="employee ids with the "
+                               "manager role; empty: the role the command claims is taken")
+
+    @model_validator(mode="after")
+    def _checks(self) -> CountRulesConfig:
+        for code, limit in self.max_difference.items():
+            if not is_iso_currency(code):
+                raise ValueError(f"max_difference: {code!r} is not an ISO 4217 currency code")
+            if limit < 0:
+                raise ValueError(f"max_difference.{code} must be 0 or more")
+        return self
+
+
+class SessionConfig(_Section):
+    timezone: str = Field("UTC", description="the store's time zone, e.g. Europe/Stockholm")
+    business_day_starts: ClockTime = Field("00:00", description="sales after midnight and "
+                                           "before this belong to the previous business day")
+    auto_close: AutoCloseConfig | None = None
+    count_rules: CountRulesConfig = CountRulesConfig()
+
+    @model_validator(mode="after")
+    def _zone(self) -> SessionConfig:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone "
+                             "(e.g. Europe/Stockholm)") from None
+        return self
+
+
+class ReportsConfig(_Section):
+    """X and Z reports and slips, printed by the daemon from its own journal."""
+
+    language: Literal["sv", "en"] = "en"
+    company: str | None = Field(None, max_length=48)
+    org_number: str | None = Field(None, max_length=32, description="organisationsnummer")
+    address: list[Annotated[str, Field(max_length=48)]] = Field(default_factory=list,
+                                                               max_length=4)
+    print_z_at_close: bool = Field(True, description="print the Z report when a session "
+                                                     "closes (with a printer configured)")
+    slips: bool = Field(True, description="print a slip for each adjustment and for the cash "
+                                          "removed at a close")
+
+
 class LoggingConfig(_Section):
     level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -318,6 +435,8 @@ class RegisterConfig(BaseSettings):
     money: MoneyConfig = MoneyConfig()
     commands: CommandsConfig = CommandsConfig()
     devices: DevicesConfig = DevicesConfig()
+    session: SessionConfig = SessionConfig()
+    reports: ReportsConfig = ReportsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @classmethod
@@ -341,7 +460,9 @@ RELOADABLE: tuple[str, ...] = (
     "commands.max_payload_bytes", "commands.clock_skew", "commands.default_ttl",
     "delivery.resend_after", "delivery.resend_after_max", "delivery.publish_timeout",
     "delivery.state_interval",
-    "money.max_amount", "money.low_change_pieces",
+    "money.max_amount", "money.low_change_pieces", "money.exchange_rates",
+    "session.count_rules", "reports.language", "reports.company", "reports.org_number",
+    "reports.address", "reports.print_z_at_close", "reports.slips",
     "devices.printer.receipt_expiry",
     *(f"devices.drawer.{key}" for key in (
         "pin", "pulse_on_ms", "pulse_off_ms", "realtime_kick", "open_level", "open_timeout",

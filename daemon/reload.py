@@ -47,11 +47,11 @@ def changed_keys(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:
 
 def plan_reload(old: M, new: M, reloadable: Iterable[str]) -> Reload[M]:
     """The running configuration with the reloadable changes of ``new`` applied."""
-    allowed = frozenset(reloadable)
+    allowed = tuple(reloadable)
     applied, restart = [], []
     config = old
     for key in changed_keys(old, new):
-        if key in allowed:
+        if any(key == a or key.startswith(a + ".") for a in allowed):  # a section: all of it
             config = _replace(config, key.split("."), _get(new, key.split(".")))
             applied.append(key)
         else:

@@ -133,6 +133,8 @@ class PrintRawParams(_Model):
 class SessionOpenParams(_Model):
     starting_float: PerCurrencyCount
     note: Note | None = None
+    training: StrictBool = Field(False, description="a training session: journaled and "
+                                 "published, excluded from every total")
 
     _unique = field_validator("starting_float")(_unique_currencies)
 
@@ -143,9 +145,14 @@ class AdjustDirection(StrEnum):
 
 
 class SessionAdjustParams(_Model):
+    """Cash added to or removed from the drawer (the change fund changes); with a
+    ``payment_type`` other than cash, a deposit to or withdrawal from that type's balance."""
+
     direction: AdjustDirection
     amount: MoneyIn
     note: Note | None = None
+    payment_type: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
+    print_slip: StrictBool | None = Field(None, description="default: reports.slips")
 
 
 class PaymentKind(StrEnum):
@@ -167,14 +174,38 @@ class PaymentRecordParams(_Model):
     # By denomination, where the POS knows them: keeps the drawer's inventory exact.
     tendered_counts: Counts | None = None
     change_counts: Counts | None = None
+    exchange_rate: Annotated[StrictStr, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,8})?$")] | None = (
+        Field(None, description="base-currency units for one unit of the tendered foreign "
+                                "currency, as a decimal string; default: money.exchange_rates"))
+
+
+class Approval(_Model):
+    """A manager's approval: who, in which role, and why."""
+
+    employee: Annotated[StrictStr, Field(pattern=ID_PATTERN)]
+    role: Literal["manager"]
+    reason: Annotated[StrictStr, Field(min_length=3, max_length=500)]
 
 
 class SessionCloseParams(_Model):
     counted: PerCurrencyCount
     leave_in_drawer: PerCurrencyCount
     note: Note | None = None
+    approval: Approval | None = Field(None, description="needed when the count is off by "
+                                      "more than session.count_rules.max_difference")
 
     _unique = field_validator("counted", "leave_in_drawer")(_unique_currencies)
+
+
+class SessionCorrectParams(_Model):
+    """A closed session's count corrected (a note found the next morning): a new approved
+    event that references the session; the close itself is never changed."""
+
+    session_id: Annotated[StrictStr, Field(max_length=64)]
+    counted: PerCurrencyCount
+    approval: Approval
+
+    _unique = field_validator("counted")(_unique_currencies)
 
 
 class SessionReportParams(_Model):
@@ -204,6 +235,7 @@ COMMAND_PARAMS: dict[str, type[_Model]] = {
     "session.adjust": SessionAdjustParams,
     "payment.record": PaymentRecordParams,
     "session.close": SessionCloseParams,
+    "session.correct": SessionCorrectParams,
     "session.report": SessionReportParams,
     "counter.count": CounterCountParams,
     "cmd.status": CmdStatusParams,

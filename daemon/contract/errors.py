@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     KICK_FAILED = "kick_failed"
     PRINT_FAILED = "print_failed"
+    RECOUNT_REQUIRED = "recount_required"  # a close off by more than the limit: count again
+    APPROVAL_REQUIRED = "approval_required"  # … and no recount left: a manager must approve
 
 
 class CommandRefused(Exception):

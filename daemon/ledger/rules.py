@@ -6,20 +6,25 @@ the returned events; folding them then gives the new state. Nothing here changes
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from ..contract.commands import (
+    Approval,
     CashCount,
     MoneyIn,
     PaymentKind,
     PaymentRecordParams,
     SessionAdjustParams,
     SessionCloseParams,
+    SessionCorrectParams,
     SessionOpenParams,
 )
 from ..contract.errors import CommandRefused, ErrorCode
+from .cash_rounding import CashRounding
 from .denominations import (
     DEFAULT_DENOMINATIONS,
     Count,
@@ -30,8 +35,9 @@ from .denominations import (
     counts_from_json,
     counts_to_json,
 )
+from .exchange import RateError, convert, parse_rate
 from .money import format_money, is_iso_currency
-from .session import LedgerState, Session, close_figures
+from .session import CASH, LedgerState, Session, close_figures
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +48,21 @@ class MoneyPolicy:
     denominations: Mapping[str, tuple[Denomination, ...]] = field(
         default_factory=lambda: dict(DEFAULT_DENOMINATIONS))
     low_change_pieces: int = 5  # warn when a denomination given as change falls below this
+    rounding: Mapping[str, CashRounding] = field(default_factory=dict)  # cash totals only
+    exchange_rates: Mapping[str, Decimal] = field(default_factory=dict)  # base per 1 foreign
 
     def denominations_of(self, currency: str) -> tuple[Denomination, ...]:
         return tuple(self.denominations.get(currency, ()))
+
+
+@dataclass(frozen=True, slots=True)
+class CountPolicy:
+    """Count rules enforced here, not on the POS screen (session.count_rules)."""
+
+    blind: bool = False
+    max_difference: Mapping[str, int] = field(default_factory=dict)
+    max_recounts: int = 2
+    managers: frozenset[str] = frozenset()  # empty: the role the command claims is taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +172,18 @@ def _money_json(money: MoneyIn) -> dict[str, Any]:
 
 
 def _open_event(state: LedgerState, session_id: str, starting_float: dict[str, int],
-                automatic: bool, note: str | None, cash: Cash | None = None) -> PlannedEvent:
+                automatic: bool, note: str | None, cash: Cash | None = None,
+                training: bool = False) -> PlannedEvent:
     data: dict[str, Any] = {
         "number": state.sessions_opened + 1,
         "automatic": automatic,
         "starting_float": starting_float,
         "expected_start": state.next_expected_start(),
         "note": note,
+        "training": training,
     }
+    if state.last_balances:  # card terminals, gift cards …: their balances carry on
+        data["balances_start"] = copy.deepcopy(state.last_balances)
     if cash is not None and cash.counts:
         data["counts"] = cash.counts_json()
     elif automatic and state.last_left_counts:
@@ -182,7 +204,8 @@ def plan_open(state: LedgerState, policy: MoneyPolicy, params: SessionOpenParams
         )
     cash = resolve_cash(policy, params.starting_float, "starting_float",
                         runs=state.counter_runs)
-    return [_open_event(state, new_session_id, cash.totals, False, params.note, cash)]
+    return [_open_event(state, new_session_id, cash.totals, False, params.note, cash,
+                        params.training)]
 
 
 def _session_or_refuse(state: LedgerState, what: str) -> Session:
@@ -195,9 +218,15 @@ def _session_or_refuse(state: LedgerState, what: str) -> Session:
     return state.open_session
 
 
-def _refuse_below_zero(session: Session, money: MoneyIn, field: str, what: str) -> None:
+def _refuse_below_zero(session: Session, money: MoneyIn, field: str, what: str,
+                       blind: bool = False) -> None:
     in_drawer = session.expected_cash().get(money.currency, 0)
     if money.amount > in_drawer:
+        if blind:  # a blind count: the refusal must not tell what the drawer should hold
+            raise CommandRefused(
+                ErrorCode.AMOUNT_OUT_OF_RANGE,
+                f"{field}: cannot {what} {format_money(money.amount, money.currency)}: that is "
+                "more than the drawer is expected to hold", {"field": field})
         raise CommandRefused(
             ErrorCode.AMOUNT_OUT_OF_RANGE,
             f"{field}: cannot {what} {format_money(money.amount, money.currency)}: the drawer is "
@@ -207,41 +236,10 @@ def _refuse_below_zero(session: Session, money: MoneyIn, field: str, what: str) 
 
 
 def plan_payment(state: LedgerState, policy: MoneyPolicy, params: PaymentRecordParams,
-                 new_session_id: str) -> list[PlannedEvent]:
+                 new_session_id: str, blind: bool = False) -> list[PlannedEvent]:
     data: dict[str, Any] = {"kind": params.kind.value, "reference": params.reference}
     if params.kind is PaymentKind.CASH_SALE:
-        if params.tendered is None:
-            raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
-                                 "params.tendered: a cash sale needs the amount tendered",
-                                 {"field": "tendered"})
-        tendered = params.tendered
-        change = params.change or MoneyIn(amount=0, currency=tendered.currency)
-        check_money(policy, tendered, "tendered")
-        check_money(policy, change, "change")
-        if change.currency != tendered.currency:
-            raise CommandRefused(
-                ErrorCode.CURRENCY_NOT_ACCEPTED,
-                f"change: given in {change.currency} for a payment tendered in "
-                f"{tendered.currency}; change in another currency is not supported yet",
-                {"field": "change"})
-        if change.amount > tendered.amount:
-            raise CommandRefused(
-                ErrorCode.AMOUNT_OUT_OF_RANGE,
-                f"change: {format_money(change.amount, change.currency)} is more than the "
-                f"{format_money(tendered.amount, tendered.currency)} tendered",
-                {"field": "change", "change": change.amount, "tendered": tendered.amount})
-        net = tendered.amount - change.amount
-        if params.amount is not None:
-            check_money(policy, params.amount, "amount")
-            if (params.amount.currency, params.amount.amount) != (tendered.currency, net):
-                raise CommandRefused(
-                    ErrorCode.AMOUNT_OUT_OF_RANGE,
-                    f"amount: {format_money(params.amount.amount, params.amount.currency)} does "
-                    f"not equal tendered − change ({format_money(net, tendered.currency)})",
-                    {"field": "amount", "amount": params.amount.amount, "expected": net})
-        data.update(payment_type="cash", tendered=_money_json(tendered),
-                    change=_money_json(change),
-                    amount={"amount": net, "currency": tendered.currency})
+        data.update(_cash_sale(policy, params))
     else:
         if params.amount is None:
             raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
@@ -255,9 +253,10 @@ def plan_payment(state: LedgerState, policy: MoneyPolicy, params: PaymentRecordP
                     "params.payment_type: an other payment names its type (card, gift_card …), "
                     "and it is not cash", {"field": "payment_type"})
             data["payment_type"] = params.payment_type
+            data["amount"] = _money_json(params.amount)
         else:
             data["payment_type"] = "cash"
-        data["amount"] = _money_json(params.amount)
+            data.update(_cash_refund(policy, params.amount))
 
     events: list[PlannedEvent] = []
     session = state.open_session
@@ -271,12 +270,123 @@ def plan_payment(state: LedgerState, policy: MoneyPolicy, params: PaymentRecordP
                           dict(opened.data["starting_float"]), None)
         session.inventory = {c: counts_from_json(n)
                              for c, n in opened.data.get("counts", {}).items()}
-    if params.kind is PaymentKind.CASH_REFUND and params.amount is not None:
-        _refuse_below_zero(session, params.amount, "amount", "refund")
+    if params.kind is PaymentKind.CASH_REFUND:
+        paid = data["amount"]
+        _refuse_below_zero(session, MoneyIn(amount=paid["amount"], currency=paid["currency"]),
+                           "amount", "refund", blind)
     if params.kind is not PaymentKind.OTHER:
         data.update(_pieces(policy, session, params, data))
     events.append(PlannedEvent("payment.recorded", session.session_id, data))
     return events
+
+
+def _rounded(policy: MoneyPolicy, amount: int, currency: str) -> int:
+    rule = policy.rounding.get(currency)
+    return rule.round(amount) if rule is not None else amount
+
+
+def _refuse_unpayable(policy: MoneyPolicy, amount: int, currency: str, field: str) -> None:
+    """Cash the coins cannot pay (149.50 kr where only whole kronor exist) is refused."""
+    rule = policy.rounding.get(currency)
+    if rule is not None and amount % rule.increment:
+        raise CommandRefused(
+            ErrorCode.AMOUNT_OUT_OF_RANGE,
+            f"{field}: {format_money(amount, currency)} cannot be paid in cash: cash in "
+            f"{currency} is rounded to {format_money(rule.increment, currency)}",
+            {"field": field, "amount": amount, "increment": rule.increment})
+
+
+def _cash_sale(policy: MoneyPolicy, params: PaymentRecordParams) -> dict[str, Any]:
+    """Tendered, change and the cash taken (``amount``); with a sale total in ``amount``, the
+    cash rounding; with foreign cash tendered, the exchange rate and its base value."""
+    if params.tendered is None:
+        raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
+                             "params.tendered: a cash sale needs the amount tendered",
+                             {"field": "tendered"})
+    tendered = params.tendered
+    check_money(policy, tendered, "tendered")
+    sale = params.amount
+    if sale is not None:
+        check_money(policy, sale, "amount")
+    currency = sale.currency if sale is not None else (
+        params.change.currency if params.change is not None else tendered.currency)
+    change = params.change or MoneyIn(amount=0, currency=currency)
+    check_money(policy, change, "change")
+    if change.currency != currency:
+        raise CommandRefused(
+            ErrorCode.CURRENCY_NOT_ACCEPTED,
+            f"change: given in {change.currency} for a sale in {currency}: change is given in "
+            "the currency of the sale", {"field": "change"})
+    out: dict[str, Any] = {"payment_type": CASH, "tendered": _money_json(tendered),
+                           "change": _money_json(change)}
+    value = tendered.amount
+    if tendered.currency != currency:  # foreign cash: valued at a rate, change in the base
+        if currency != policy.base_currency:
+            raise CommandRefused(
+                ErrorCode.CURRENCY_NOT_ACCEPTED,
+                f"tendered: {tendered.currency} for a sale in {currency}: foreign cash is taken "
+                f"for sales in the base currency ({policy.base_currency}) only",
+                {"field": "tendered"})
+        rate = _rate(policy, params.exchange_rate, tendered.currency)
+        value = convert(tendered.amount, tendered.currency, rate, currency)
+        out["exchange_rate"] = {"currency": tendered.currency, "base": currency,
+                                "rate": str(rate)}
+        out["tendered_value"] = {"amount": value, "currency": currency}
+    if change.amount > value:
+        raise CommandRefused(
+            ErrorCode.AMOUNT_OUT_OF_RANGE,
+            f"change: {format_money(change.amount, currency)} is more than the "
+            f"{format_money(value, currency)} tendered",
+            {"field": "change", "change": change.amount, "tendered": value})
+    _refuse_unpayable(policy, change.amount, currency, "change")
+    taken = value - change.amount
+    if sale is not None:
+        due = _rounded(policy, sale.amount, currency)
+        # Foreign cash: the change is what the base currency's coins can pay of value − due.
+        expected = (due if tendered.currency == currency
+                    else value - _rounded(policy, value - due, currency))
+        if taken != expected:
+            rounding = (f" ({format_money(sale.amount, currency)} rounded for cash)"
+                        if due != sale.amount else "")
+            raise CommandRefused(
+                ErrorCode.AMOUNT_OUT_OF_RANGE,
+                f"change: tendered − change is {format_money(taken, currency)}, but the sale "
+                f"takes {format_money(expected, currency)} in cash{rounding}: change should be "
+                f"{format_money(value - expected, currency)}",
+                {"field": "change", "expected_change": value - expected, "due": due})
+        out["sale_amount"] = _money_json(sale)
+        if taken != sale.amount:
+            out["rounding"] = {"amount": taken - sale.amount, "currency": currency}
+    elif tendered.currency == currency:
+        _refuse_unpayable(policy, taken, currency, "tendered − change")
+    out["amount"] = {"amount": taken, "currency": currency}
+    return out
+
+
+def _cash_refund(policy: MoneyPolicy, amount: MoneyIn) -> dict[str, Any]:
+    paid = _rounded(policy, amount.amount, amount.currency)
+    out: dict[str, Any] = {"amount": {"amount": paid, "currency": amount.currency}}
+    if paid != amount.amount:
+        out["sale_amount"] = _money_json(amount)
+        # Its effect on the drawer against the exact amount: paying out more is negative.
+        out["rounding"] = {"amount": amount.amount - paid, "currency": amount.currency}
+    return out
+
+
+def _rate(policy: MoneyPolicy, given: str | None, currency: str) -> Decimal:
+    if given is not None:
+        try:
+            return parse_rate(given)
+        except RateError as e:
+            raise CommandRefused(ErrorCode.INVALID_PAYLOAD, f"exchange_rate: {e}",
+                                 {"field": "exchange_rate"}) from e
+    rate = policy.exchange_rates.get(currency)
+    if rate is None:
+        raise CommandRefused(
+            ErrorCode.INVALID_PAYLOAD,
+            f"exchange_rate: no rate for {currency} is configured (money.exchange_rates); "
+            "give the rate the cash was taken at", {"field": "exchange_rate"})
+    return rate
 
 
 def _pieces(policy: MoneyPolicy, session: Session, params: PaymentRecordParams,
@@ -285,6 +395,10 @@ def _pieces(policy: MoneyPolicy, session: Session, params: PaymentRecordParams,
     inventory; denominations given as change that run low are reported."""
     if params.tendered_counts is None and params.change_counts is None:
         return {}
+    if "exchange_rate" in data:
+        raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
+                             "tendered_counts, change_counts: not taken with foreign cash "
+                             "(give the amounts only)", {"field": "tendered_counts"})
     currency = str(data["amount"]["currency"])
     out: dict[str, Any] = {}
     given_in = (params.tendered_counts or {}) if params.kind is PaymentKind.CASH_SALE else {}
@@ -325,20 +439,39 @@ def _pieces(policy: MoneyPolicy, session: Session, params: PaymentRecordParams,
 
 
 def plan_adjust(state: LedgerState, policy: MoneyPolicy,
-                params: SessionAdjustParams) -> list[PlannedEvent]:
+                params: SessionAdjustParams, blind: bool = False) -> list[PlannedEvent]:
     session = _session_or_refuse(state, "adjust the cash")
     check_money(policy, params.amount, "amount")
-    if params.direction.value == "remove":
-        _refuse_below_zero(session, params.amount, "amount", "remove")
-    return [PlannedEvent("session.adjusted", session.session_id, {
-        "direction": params.direction.value,
-        "amount": _money_json(params.amount),
-        "note": params.note,
-    })]
+    kind = params.payment_type or CASH
+    if params.direction.value == "remove" and kind == CASH:
+        _refuse_below_zero(session, params.amount, "amount", "remove", blind)
+    data: dict[str, Any] = {"direction": params.direction.value,
+                            "amount": _money_json(params.amount), "note": params.note}
+    if kind != CASH:
+        data["payment_type"] = kind
+    return [PlannedEvent("session.adjusted", session.session_id, data)]
 
 
-def plan_close(state: LedgerState, policy: MoneyPolicy,
-               params: SessionCloseParams) -> list[PlannedEvent]:
+def _approval(count: CountPolicy, approval: Approval) -> dict[str, Any]:
+    if count.managers and approval.employee not in count.managers:
+        raise CommandRefused(
+            ErrorCode.NOT_PERMITTED,
+            f"approval.employee: {approval.employee} does not have the manager role on this "
+            "register (session.count_rules.managers)", {"field": "approval.employee"})
+    return approval.model_dump()
+
+
+def _z_report(state: LedgerState, session: Session) -> PlannedEvent:
+    """The Z report of a session being closed: the next number, never one for training."""
+    number = None if session.training else state.z_count + 1
+    return PlannedEvent("report.issued", session.session_id, {
+        "kind": "z", "number": number, "copy": False, "copy_number": 0,
+        "training": session.training, "grand_totals": copy.deepcopy(state.grand_totals)})
+
+
+def plan_close(state: LedgerState, policy: MoneyPolicy, params: SessionCloseParams,
+               count: CountPolicy | None = None) -> list[PlannedEvent]:
+    count = count or CountPolicy()
     session = _session_or_refuse(state, "close")
     cash = resolve_cash(policy, params.counted, "counted", session)
     kept = resolve_cash(policy, params.leave_in_drawer, "leave_in_drawer")
@@ -359,7 +492,11 @@ def plan_close(state: LedgerState, policy: MoneyPolicy,
                 {"field": "leave_in_drawer", "currency": currency, "leave": amount,
                  "counted": counted.get(currency, 0)})
     figures = close_figures(session, counted, left)
-    data: dict[str, Any] = {**figures, "note": params.note, "counted_by": cash.sources}
+    _check_difference(session, count, figures, params.approval is not None)
+    data: dict[str, Any] = {**figures, "note": params.note, "counted_by": cash.sources,
+                            "recounts": session.recount_attempts}
+    if params.approval is not None:
+        data["approval"] = _approval(count, params.approval)
     if cash.counts:
         data["counts"] = cash.counts_json()
     if kept.counts:
@@ -371,4 +508,68 @@ def plan_close(state: LedgerState, policy: MoneyPolicy,
     if by_counter:
         data["counter_counted"] = by_counter
         data["person_minus_counter"] = {c: counted.get(c, 0) - t for c, t in by_counter.items()}
-    return [PlannedEvent("session.closed", session.session_id, data)]
+    return [PlannedEvent("session.closed", session.session_id, data), _z_report(state, session)]
+
+
+def _check_difference(session: Session, count: CountPolicy, figures: Mapping[str, Any],
+                      approved: bool) -> None:
+    """A count off by more than the limit: count again (up to max_recounts), then only a
+    manager's approval with a reason closes. Blind: the refusal says no figure."""
+    over = sorted(c for c, d in figures["discrepancy"].items()
+                  if c in count.max_difference and abs(d) > count.max_difference[c])
+    if not over or approved:
+        return
+    details: dict[str, Any] = {"currencies": over,
+                               "recounts_left": max(0, count.max_recounts
+                                                    - session.recount_attempts - 1)}
+    limits = ", ".join(format_money(count.max_difference[c], c) for c in over)
+    if not count.blind:
+        details["discrepancy"] = {c: figures["discrepancy"][c] for c in over}
+    if session.recount_attempts < count.max_recounts:
+        raise CommandRefused(
+            ErrorCode.RECOUNT_REQUIRED,
+            f"the count of {', '.join(over)} is off by more than {limits}: count again "
+            f"(recount {session.recount_attempts + 1} of {count.max_recounts})", details)
+    raise CommandRefused(
+        ErrorCode.APPROVAL_REQUIRED,
+        f"the count of {', '.join(over)} is still off by more than {limits} after "
+        f"{count.max_recounts} recount(s): a manager must approve the close with a reason "
+        "(params.approval)", details)
+
+
+def plan_system_close(state: LedgerState, due_at: str,
+                      business_date: str | None = None) -> list[PlannedEvent]:
+    """Auto-close: the open session closes with its expected cash left in the drawer, nobody
+    having counted; the next session starts from it when the register is next used."""
+    session = state.open_session
+    if session is None:
+        return []
+    expected = session.expected_cash()
+    figures = close_figures(session, {}, expected)
+    data: dict[str, Any] = {
+        **figures, "counted": None, "discrepancy": None,
+        "removed": {c: 0 for c in figures["removed"]}, "note": None, "counted_by": {},
+        "system": True, "reason": "auto_close", "due_at": due_at,
+        "recounts": session.recount_attempts}
+    if business_date is not None:
+        data["business_date"] = business_date
+    return [PlannedEvent("session.closed", session.session_id, data), _z_report(state, session)]
+
+
+def plan_correct(state: LedgerState, policy: MoneyPolicy, params: SessionCorrectParams,
+                 count: CountPolicy | None = None) -> list[PlannedEvent]:
+    """A closed session's count corrected by an approved event; the close stays as it was."""
+    count = count or CountPolicy()
+    session = state.last_closed
+    if session is None or session.closed is None or session.session_id != params.session_id:
+        raise CommandRefused(
+            ErrorCode.INVALID_PAYLOAD,
+            f"params.session_id: {params.session_id} is not the last closed session of this "
+            "register; only that one can be corrected", {"field": "session_id"})
+    cash = resolve_cash(policy, params.counted, "counted")
+    before = session.closed.counted
+    data: dict[str, Any] = {"counted": cash.totals, "counted_before": before,
+                            "approval": _approval(count, params.approval)}
+    if cash.counts:
+        data["counts"] = cash.counts_json()
+    return [PlannedEvent("session.corrected", session.session_id, data)]

@@ -6,12 +6,20 @@ aggregator both fold the same events with it. Per-currency figures are ``{curren
 Event data this module reads (``type``: fields):
 
 - ``session.opened``: ``number``, ``automatic``, ``starting_float`` {cur: n},
-  ``expected_start`` {cur: n} or null (first session of the register), ``note``
-- ``payment.recorded``: ``kind`` (cash_sale | cash_refund | other), ``amount`` Money,
-  ``tendered`` / ``change`` Money (cash sales), ``payment_type``, ``reference``
-- ``session.adjusted``: ``direction`` (add | remove), ``amount`` Money, ``note``
+  ``expected_start`` {cur: n} or null (first session of the register), ``note``,
+  ``training``, ``balances_start`` {payment type: {cur: n}} (non-cash balances carried)
+- ``payment.recorded``: ``kind`` (cash_sale | cash_refund | other), ``amount`` Money (the cash
+  actually taken or paid: rounded), ``tendered`` / ``change`` Money (cash sales; ``tendered``
+  may be a foreign currency, with ``exchange_rate``), ``payment_type``, ``reference``,
+  ``sale_amount`` Money and ``rounding`` Money (cash rounding: its effect on the drawer, signed)
+- ``session.adjusted``: ``direction`` (add | remove), ``amount`` Money, ``note``,
+  ``payment_type`` (absent: cash; else a deposit to / withdrawal from that type's balance)
 - ``drawer.opened``: ``cause`` (sale, refund, adjustment, no_sale, unexpected …)
-- ``session.closed``: ``counted`` {cur: n}, ``left_in_drawer`` {cur: n}, ``note``
+- ``session.closed``: ``counted`` {cur: n} (null: a system close, counted unknown),
+  ``left_in_drawer`` {cur: n}, ``note``, ``approval``, ``recounts``, ``system``
+- ``cmd.rejected`` of ``session.close`` with ``recount_required``: a count attempt
+- ``session.corrected``: ``counted`` {cur: n} of the last closed session, ``approval``
+- ``report.issued``: ``kind`` (x | z), ``number``, ``copy``
 
 Formulas:
 
@@ -19,6 +27,8 @@ Formulas:
 - discrepancy at start = starting float − previous session's amount left (none for the first)
 - discrepancy at close = counted − expected
 - cash removed at close = counted − amount left in drawer
+- a payment type's balance = opening + payments + deposits − withdrawals (cash: the expected
+  cash); grand totals (sales, returns, net) never reset and leave training sessions out
 """
 
 from __future__ import annotations
@@ -73,9 +83,9 @@ class Adjustment:
 class CloseFigures:
     closed_at: str
     closed_by: str | None
-    counted: Totals
+    counted: Totals | None  # None: a system close (auto-close), nobody counted
     expected: Totals
-    discrepancy: Totals
+    discrepancy: Totals | None
     left_in_drawer: Totals
     removed: Totals
     note: str | None
@@ -110,6 +120,17 @@ class Session:
     # The last counting run of each currency in this session: device, run_id, counts, total.
     counter_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     close_data: dict[str, Any] = field(default_factory=dict)
+    training: bool = False
+    rounding: Totals = field(default_factory=dict)
+    # Non-cash payment types' balances: carried in, deposited, withdrawn (cash: the drawer).
+    balances_start: dict[str, Totals] = field(default_factory=dict)
+    deposits: dict[str, Totals] = field(default_factory=dict)
+    withdrawals: dict[str, Totals] = field(default_factory=dict)
+    recount_attempts: int = 0  # closes refused for the difference
+    corrections: list[dict[str, Any]] = field(default_factory=list)
+    x_printed: int = 0
+    z_number: int | None = None
+    z_copies: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -138,6 +159,30 @@ class Session:
     def total_sales(self) -> Totals:
         """Sales of every payment type, net of refunds, per currency."""
         return add_totals(*self.payments_by_type.values())
+
+    def balances(self) -> dict[str, dict[str, Totals]]:
+        """Per payment type and currency: opening, payments, deposits, withdrawals, balance."""
+        types = sorted({CASH, *self.payments_by_type, *self.balances_start, *self.deposits,
+                        *self.withdrawals})
+        out: dict[str, dict[str, Totals]] = {}
+        for kind in types:
+            if kind == CASH:
+                parts = {"opening": dict(self.starting_float), "payments": self.cash_sales_net(),
+                         "deposits": dict(self.added),
+                         "withdrawals": dict(self.removed_by_adjustment)}
+            else:
+                parts = {"opening": dict(self.balances_start.get(kind, {})),
+                         "payments": dict(self.payments_by_type.get(kind, {})),
+                         "deposits": dict(self.deposits.get(kind, {})),
+                         "withdrawals": dict(self.withdrawals.get(kind, {}))}
+            parts["balance"] = add_totals(parts["opening"], parts["payments"], parts["deposits"],
+                                          {c: -a for c, a in parts["withdrawals"].items()})
+            out[kind] = parts
+        return out
+
+    def cash_sales_net(self) -> Totals:
+        """What cash payments did to the drawer: sales (tendered − change) − refunds."""
+        return add_totals(self.cash_sales, {c: -a for c, a in self.cash_refunds.items()})
 
     def currencies(self) -> set[str]:
         """Every currency this session has touched (its close must count each)."""
@@ -179,17 +224,45 @@ class Session:
             "inventory": {c: counts_to_json(n) for c, n in self.inventory.items()},
             "counter_runs": {c: {**run, "counts": counts_to_json(run["counts"])}
                              for c, run in self.counter_runs.items()},
+            "training": self.training,
+            "rounding": dict(self.rounding),
+            "no_sale_openings": self.drawer_openings.get("no_sale", 0),
+            "balances": self.balances(),
+            "recount_attempts": self.recount_attempts,
+            "reports": {"x_printed": self.x_printed, "z_number": self.z_number,
+                        "z_copies": self.z_copies},
         }
         if self.closed is not None:
             c = self.closed
             out.update(closed_at=c.closed_at, closed_by=c.closed_by, counted=c.counted,
                        expected=c.expected, discrepancy=c.discrepancy,
-                       left_in_drawer=c.left_in_drawer, removed=c.removed, close_note=c.note)
+                       left_in_drawer=c.left_in_drawer, removed=c.removed, close_note=c.note,
+                       system_close=bool(self.close_data.get("system")),
+                       approval=self.close_data.get("approval"),
+                       recounts=int(self.close_data.get("recounts", 0)),
+                       corrections=list(self.corrections))
             for key in ("counted_by", "counts", "left_counts", "counter_counted",
-                        "person_minus_counter"):
+                        "person_minus_counter", "reason", "due_at", "business_date"):
                 if key in self.close_data:
                     out[key] = self.close_data[key]
         return out
+
+
+#: What a blind count hides from the people at the till while the session is open.
+BLIND_KEYS = ("expected_cash", "inventory")
+
+
+def blind(summary: dict[str, Any]) -> dict[str, Any]:
+    """An open session's summary without the expected cash (count rules: blind close)."""
+    if summary.get("status") != "open":
+        return summary
+    out = {k: v for k, v in summary.items() if k not in BLIND_KEYS}
+    balances = {kind: dict(parts) for kind, parts in (summary.get("balances") or {}).items()}
+    if CASH in balances:
+        balances[CASH].pop("balance", None)
+    out["balances"] = balances
+    out["blind"] = True
+    return out
 
 
 @dataclass(slots=True)
@@ -204,6 +277,12 @@ class LedgerState:
     last_left_counts: dict[str, Count] = field(default_factory=dict)
     # Counting runs while no session is open (counting the float before opening).
     counter_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Perpetual: never reset by a close (the Swedish Z report's grand totals); no training.
+    grand_totals: dict[str, Totals] = field(
+        default_factory=lambda: {"sales": {}, "returns": {}, "net": {}})
+    z_count: int = 0  # the last Z report's number
+    # Non-cash payment types' balances at the last close: the next session opens with them.
+    last_balances: dict[str, Totals] = field(default_factory=dict)
 
     def next_expected_start(self) -> Totals | None:
         return None if self.last_left is None else dict(self.last_left)
@@ -276,6 +355,8 @@ def _opened(state: LedgerState, event: LedgerEvent) -> None:
         note=data.get("note"),
         starting_float=dict(data["starting_float"]),
         expected_start=None if expected_start is None else dict(expected_start),
+        training=bool(data.get("training", False)),
+        balances_start={k: dict(v) for k, v in (data.get("balances_start") or {}).items()},
     )
     counts = {c: counts_from_json(n) for c, n in (data.get("counts") or {}).items()}
     state.open_session.opening_counts = counts
@@ -295,17 +376,37 @@ def _payment(state: LedgerState, event: LedgerEvent) -> None:
         session.change_given[c_cur] = session.change_given.get(c_cur, 0) + change
         session.cash_sales_count += 1
         _count_payment(session, CASH, currency, amount)
+        _grand(state, session, "sales", currency, amount)
     elif kind == "cash_refund":
         session.cash_refunds[currency] = session.cash_refunds.get(currency, 0) + amount
         session.cash_refunds_count += 1
         _count_payment(session, CASH, currency, -amount)
+        _grand(state, session, "returns", currency, amount)
     elif kind == "other":
         _count_payment(session, str(data["payment_type"]), currency, amount)
+        _grand(state, session, "sales", currency, amount)
     else:
         raise LedgerError(f"unknown payment kind {kind!r}")
+    if data.get("rounding"):
+        r_cur, rounding = _money(data["rounding"])
+        session.rounding[r_cur] = session.rounding.get(r_cur, 0) + rounding
+
+
+def _grand(state: LedgerState, session: Session, part: str, currency: str,
+           amount: int) -> None:
+    if session.training:
+        return  # training is journaled and published, never totalled
+    totals = state.grand_totals
+    totals[part][currency] = totals[part].get(currency, 0) + amount
+    sign = 1 if part == "sales" else -1
+    totals["net"][currency] = totals["net"].get(currency, 0) + sign * amount
 
 
 def _follow_inventory(session: Session, currency: str, data: Mapping[str, Any]) -> None:
+    if data.get("exchange_rate"):  # foreign cash in, base change out: pieces not followed
+        session.inventory.pop(currency, None)
+        session.inventory.pop(data["tendered"]["currency"], None)
+        return
     if data["kind"] == "other" or currency not in session.inventory:
         return
     if data["kind"] == "cash_sale":
@@ -332,6 +433,14 @@ def _adjusted(state: LedgerState, event: LedgerEvent) -> None:
     session = _require_open(state, event)
     direction = event.data["direction"]
     currency, amount = _money(event.data["amount"])
+    kind = event.data.get("payment_type") or CASH
+    if kind != CASH:  # a deposit to or withdrawal from a non-cash balance: no drawer effect
+        if direction not in ("add", "remove"):
+            raise LedgerError(f"unknown adjustment direction {direction!r}")
+        book = session.deposits if direction == "add" else session.withdrawals
+        totals = book.setdefault(kind, {})
+        totals[currency] = totals.get(currency, 0) + amount
+        return
     if direction == "add":
         session.added[currency] = session.added.get(currency, 0) + amount
     elif direction == "remove":
@@ -355,13 +464,20 @@ def _drawer_opened(state: LedgerState, event: LedgerEvent) -> None:
 
 def _closed(state: LedgerState, event: LedgerEvent) -> None:
     session = _require_open(state, event)
-    figures = close_figures(session, event.data["counted"], event.data["left_in_drawer"])
+    counted = event.data["counted"]
+    figures = close_figures(session, counted or {}, event.data["left_in_drawer"])
     session.closed = CloseFigures(
         closed_at=event.ts, closed_by=event.employee, note=event.data.get("note"), **figures
     )
+    if counted is None:  # a system close: nobody counted; the expected amount carries on
+        session.closed.counted = session.closed.discrepancy = None
+        session.closed.removed = {c: 0 for c in figures["removed"]}
     session.close_data = {k: v for k, v in event.data.items()
                           if k in ("counted_by", "counts", "left_counts", "counter_counted",
-                                   "person_minus_counter")}
+                                   "person_minus_counter", "system", "reason", "due_at",
+                                   "business_date", "approval", "recounts")}
+    state.last_balances = {kind: parts["balance"] for kind, parts in session.balances().items()
+                           if kind != CASH and any(parts["balance"].values())}
     state.open_session = None
     state.last_closed = session
     state.last_left = dict(figures["left_in_drawer"])
@@ -379,6 +495,50 @@ def _counter_counted(state: LedgerState, event: LedgerEvent) -> None:
             "counts": parsed, "total": count_total(parsed)}
 
 
+def _rejected(state: LedgerState, event: LedgerEvent) -> None:
+    session = state.open_session
+    if (session is not None and event.data.get("command") == "session.close"
+            and event.data.get("code") == "recount_required"):
+        session.recount_attempts += 1
+
+
+def _corrected(state: LedgerState, event: LedgerEvent) -> None:
+    session = state.last_closed
+    if session is None or session.closed is None or session.session_id != event.session_id:
+        raise LedgerError(f"session.corrected at {event.ts} for {event.session_id}, which is "
+                          "not the last closed session")
+    closed = session.closed
+    counted = {c: int(a) for c, a in event.data["counted"].items()}
+    figures = close_figures(session, counted, closed.left_in_drawer)
+    session.corrections.append({
+        "ts": event.ts, "employee": event.employee, "approval": event.data.get("approval"),
+        "counted_before": closed.counted, "counted": figures["counted"]})
+    closed.counted = figures["counted"]
+    closed.discrepancy = {c: figures["counted"][c] - closed.expected.get(c, 0)
+                          for c in figures["counted"]}
+    closed.removed = {c: figures["counted"][c] - closed.left_in_drawer.get(c, 0)
+                      for c in figures["counted"]}
+
+
+def _report(state: LedgerState, event: LedgerEvent) -> None:
+    session = state.open_session
+    if session is None or session.session_id != event.session_id:
+        session = state.last_closed
+    if session is None or session.session_id != event.session_id:
+        return  # a report of an older session: counted in that session's own history
+    if event.data.get("kind") == "x":
+        session.x_printed += 1
+    elif event.data.get("copy"):
+        session.z_copies += 1
+    else:
+        number = event.data.get("number")
+        if number is not None:
+            if number != state.z_count + 1:
+                raise LedgerError(f"Z report {number} after Z {state.z_count}: not in sequence")
+            state.z_count = number
+        session.z_number = number
+
+
 _HANDLERS = {
     "session.opened": _opened,
     "payment.recorded": _payment,
@@ -386,4 +546,7 @@ _HANDLERS = {
     "drawer.opened": _drawer_opened,
     "session.closed": _closed,
     "counter.counted": _counter_counted,
+    "cmd.rejected": _rejected,
+    "session.corrected": _corrected,
+    "report.issued": _report,
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,13 +22,15 @@ from ..contract.commands import (
     PaymentRecordParams,
     SessionAdjustParams,
     SessionCloseParams,
+    SessionCorrectParams,
     SessionOpenParams,
     SessionReportParams,
 )
 from ..contract.errors import CommandRefused, ErrorCode
+from ..journal.store import SealedEvent
 from ..ledger import rules
-from ..ledger.rules import MoneyPolicy, PlannedEvent
-from ..ledger.session import LedgerEvent, LedgerState, Session, apply
+from ..ledger.rules import CountPolicy, MoneyPolicy, PlannedEvent
+from ..ledger.session import LedgerEvent, LedgerState, Session, apply, blind
 
 
 @dataclass
@@ -49,6 +51,9 @@ class Outcome:
     events: list[PlannedEvent]
     data: dict[str, Any]
     ledger: LedgerState | None = None
+    # Run once the events are committed and the result sent (a Z report to print): its
+    # failure is logged, never turned into the command's result.
+    after_commit: Callable[[list[SealedEvent]], Awaitable[None]] | None = None
 
 
 class RegisterView(Protocol):
@@ -59,6 +64,9 @@ class RegisterView(Protocol):
 
     @property
     def money(self) -> MoneyPolicy: ...
+
+    @property
+    def count_policy(self) -> CountPolicy: ...
 
     def session_history(self, session_id: str) -> Session | None: ...
 
@@ -90,7 +98,10 @@ class _LedgerHandler:
     async def execute(self, view: RegisterView, plan: Plan, ts: str,
                       employee: str | None) -> Outcome:
         trial = _trial_fold(view, plan.events, ts, employee)
-        return Outcome(plan.events, self.result(trial, plan), trial)
+        data = self.result(trial, plan)
+        if view.count_policy.blind and isinstance(data.get("session"), dict):
+            data["session"] = blind(data["session"])
+        return Outcome(plan.events, data, trial)
 
     def result(self, ledger: LedgerState, plan: Plan) -> dict[str, Any]:
         session = ledger.open_session or ledger.last_closed
@@ -110,7 +121,8 @@ class SessionOpen(_LedgerHandler):
 class PaymentRecord(_LedgerHandler):
     def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
         assert isinstance(params, PaymentRecordParams)
-        return rules.plan_payment(view.ledger, view.money, params, _new_session_id())
+        return rules.plan_payment(view.ledger, view.money, params, _new_session_id(),
+                                  view.count_policy.blind)
 
     def result(self, ledger: LedgerState, plan: Plan) -> dict[str, Any]:
         out = super().result(ledger, plan)
@@ -122,13 +134,22 @@ class PaymentRecord(_LedgerHandler):
 class SessionAdjust(_LedgerHandler):
     def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
         assert isinstance(params, SessionAdjustParams)
-        return rules.plan_adjust(view.ledger, view.money, params)
+        return rules.plan_adjust(view.ledger, view.money, params, view.count_policy.blind)
 
 
 class SessionClose(_LedgerHandler):
     def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
         assert isinstance(params, SessionCloseParams)
-        return rules.plan_close(view.ledger, view.money, params)
+        return rules.plan_close(view.ledger, view.money, params, view.count_policy)
+
+
+class SessionCorrect(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, SessionCorrectParams)
+        return rules.plan_correct(view.ledger, view.money, params, view.count_policy)
+
+    def result(self, ledger: LedgerState, plan: Plan) -> dict[str, Any]:
+        return {"session": ledger.last_closed.summary() if ledger.last_closed else None}
 
 
 class SessionReport:
@@ -192,6 +213,7 @@ def default_handlers() -> dict[str, Handler]:
         "payment.record": PaymentRecord,
         "session.adjust": SessionAdjust,
         "session.close": SessionClose,
+        "session.correct": SessionCorrect,
         "session.report": SessionReport,
     }
     handlers = {name: make() for name, make in factories.items()}

@@ -271,6 +271,11 @@ class CommandWorker:
         self._on_committed(sealed, outcome.ledger if outcome else None)
         self._crash("after_result_commit")
         self._reply(result, cmd.reply_to, cmd.correlation)
+        if outcome is not None and outcome.after_commit is not None:
+            try:
+                await outcome.after_commit(sealed)
+            except Exception:  # the command is done and answered; what follows is extra
+                _LOGGER.exception("after %s %s", cmd.name, env.cmd_id)
 
     def _drafts(self, cmd: Command, outcome: Outcome | None, ts: str) -> list[EventDraft]:
         if outcome is None:

@@ -28,7 +28,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from .. import __version__
-from ..config import RELOADABLE, ConfigError, MoneyConfig, RegisterConfig
+from ..config import RELOADABLE, ConfigError, CountRulesConfig, MoneyConfig, RegisterConfig
 from ..contract.commands import QUERY_COMMANDS, CmdStatusParams
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import AckMessage, EventType, ResyncRequest, utc_timestamp
@@ -36,8 +36,8 @@ from ..contract.replies import error_reply, ok_reply
 from ..contract.topics import RegisterTopics
 from ..journal.journal import Journal
 from ..journal.store import CommandRecord, EventDraft, PrintJobRecord, SealedEvent
-from ..ledger.rules import MoneyPolicy
-from ..ledger.session import LedgerEvent, LedgerState, Session, apply, fold
+from ..ledger.rules import CountPolicy, MoneyPolicy
+from ..ledger.session import LedgerEvent, LedgerState, Session, apply, blind, fold
 from ..mqtt.link import (
     MqttLink,
     NotConnected,
@@ -49,6 +49,7 @@ from ..mqtt.link import (
 )
 from ..reload import Reload, plan_reload
 from ..systemd import Notifier, run_watchdog, watchdog_interval
+from .auto_close import AutoClose
 from .commands import default_handlers
 from .device_commands import device_handlers, job_result
 from .devices import Devices
@@ -67,7 +68,13 @@ BACKGROUND_GRACE = 2.0
 
 def money_policy(money: MoneyConfig) -> MoneyPolicy:
     return MoneyPolicy(money.base_currency, frozenset(money.accepted), money.max_amount,
-                       money.denomination_sets(), money.low_change_pieces)
+                       money.denomination_sets(), money.low_change_pieces,
+                       money.rounding_rules(), dict(money.exchange_rates))
+
+
+def count_policy(rules: CountRulesConfig) -> CountPolicy:
+    return CountPolicy(rules.blind, dict(rules.max_difference), rules.max_recounts,
+                       frozenset(rules.managers))
 
 
 class RegisterService:
@@ -84,6 +91,7 @@ class RegisterService:
         self.topics = RegisterTopics(config.store, config.register_id)
         self.boot_id = str(uuid.uuid4())
         self.money = money_policy(config.money)
+        self.count_policy = count_policy(config.session.count_rules)
         self.ledger = LedgerState()
         self.ready = asyncio.Event()
         self.notifier = notifier or Notifier.from_env()
@@ -176,6 +184,9 @@ class RegisterService:
                 group.create_task(self._outbox.save_acks(), name="ack-saver"),
                 group.create_task(self._publish_state_on_change(), name="state"),
             ]
+            if self.config.session.auto_close is not None:  # catches up first, then waits
+                tasks.append(group.create_task(AutoClose.for_service(self).run(),
+                                               name="auto-close"))
             assert self.devices is not None
             tasks.append(group.create_task(self.devices.run(), name="devices"))
             self.notifier.status("starting: probing " + (self.devices.describe() or "devices"))
@@ -294,6 +305,7 @@ class RegisterService:
         self.config = config
         logging.getLogger().setLevel(config.logging.level)
         self.money = money_policy(config.money)
+        self.count_policy = count_policy(config.session.count_rules)
         if self._worker is not None:
             self._worker.reconfigure({**default_handlers(), **device_handlers(config.devices)},
                                      config.commands)
@@ -405,7 +417,8 @@ class RegisterService:
             "v": 1, "store": self.config.store, "register": self.config.register_id,
             "epoch": self._journal.epoch, "last_seq": self._journal.last_seq,
             "boot_id": self.boot_id, "ts": utc_timestamp(),
-            "session": session.summary() if session else None,
+            "session": (None if session is None else blind(session.summary())
+                        if self.count_policy.blind else session.summary()),
             "last_closed": None if last is None else {
                 "session_id": last.session_id, "number": last.number,
                 "closed_at": last.closed.closed_at if last.closed else None,

@@ -84,7 +84,7 @@ def session_row(store: str, register: str, session: Session) -> SessionRow:
         opened_at=session.opened_at, closed_at=closed.closed_at if closed else None,
         opened_by=session.opened_by, closed_by=closed.closed_by if closed else None,
         discrepancy_start=session.discrepancy_at_start,
-        discrepancy_end=dict(closed.discrepancy) if closed else {},
+        discrepancy_end=dict(closed.discrepancy or {}) if closed else {},
         cash_gross=session.cash_sales, cash_refunds=dict(session.cash_refunds),
         summary=summary)
 

@@ -272,13 +272,21 @@ class LedgerMachine(RuleBasedStateMachine):
             amount = money(self.draw_currency(data), self.draw_amount(data, around=max(0, net)))
 
         reasons = self.money_reasons(currency, tendered) | self.money_reasons(change_cur, change)
-        if change_cur != currency:
-            reasons.add(CURRENCY)  # change in another currency is not supported (yet)
-        if change > tendered:
-            reasons.add(RANGE)
+        # The sale's currency: the amount's, else the change's, else the tendered cash's.
+        sale_cur = amount.currency if amount is not None else (
+            currency if omit_change else change_cur)
         if amount is not None:
             reasons |= self.money_reasons(amount.currency, amount.amount)
-            if (amount.currency, amount.amount) != (currency, net):
+        if change_cur != sale_cur:
+            reasons.add(CURRENCY)  # change is given in the currency of the sale
+        if currency != sale_cur:
+            # Foreign cash: for sales in the base currency only, at a rate; this policy has
+            # no exchange rates, so it is always refused.
+            reasons.add(CURRENCY if sale_cur != self.accepted[0] else PAYLOAD)
+        else:
+            if change > tendered:
+                reasons.add(RANGE)
+            if amount is not None and amount.amount != net:
                 reasons.add(RANGE)
         params = PaymentRecordParams(
             kind=PaymentKind.CASH_SALE, tendered=money(currency, tendered),
@@ -384,7 +392,10 @@ class LedgerMachine(RuleBasedStateMachine):
         planned = self.attempt("close", reasons, employee, plan_close, params)
         if planned is None:
             return
-        assert [p.type for p in planned] == ["session.closed"]
+        assert [p.type for p in planned] == ["session.closed", "report.issued"]
+        # Each close issues the next Z report: numbered per register, without gaps.
+        self.closes = getattr(self, "closes", 0) + 1
+        assert session.z_number == self.state.z_count == self.closes
         figures = self.model.close(counted, left, employee)
         assert self.state.open_session is None
         assert self.state.last_closed is session
