@@ -120,6 +120,8 @@ TEXTS: Mapping[Language, Mapping[str, str]] = {
         "balance.withdrawals": "Uttag",
         "balance.balance": "Saldo",
         "corrections_title": "KORRIGERINGAR",
+        "counted_before": "Räknat före",
+        "counted_after": "Räknat nu",
         "grand_sales": "Grand total försäljning",
         "grand_returns": "Grand total returer",
         "grand_net": "Grand total netto",
@@ -199,6 +201,8 @@ TEXTS: Mapping[Language, Mapping[str, str]] = {
         "balance.withdrawals": "Withdrawals",
         "balance.balance": "Balance",
         "corrections_title": "CORRECTIONS",
+        "counted_before": "Counted before",
+        "counted_after": "Counted now",
         "grand_sales": "Grand total sales",
         "grand_returns": "Grand total returns",
         "grand_net": "Grand total net",
@@ -483,16 +487,21 @@ def _float(r: _Report, summary: Mapping[str, Any], closing: bool) -> None:
     r.money(t["removed"], summary.get("removed"))
     if summary.get("recounts"):
         r.row(t["recounts"], str(summary["recounts"]))
-    approval = summary.get("approval")
-    if approval:
-        who = _clean(approval.get("employee"), MAX_NAME) or "-"
-        role = _clean(approval.get("role"), MAX_NAME)
-        role = t.get(f"role.{role}", role)
-        r.row(t["approved_by"], f"{who} ({role})" if role else who)
-        if approval.get("reason"):
-            r.text(f"  {t['reason'].format(v=_clean(approval['reason'], MAX_NOTE))}")
+    _approval(r, summary.get("approval"))
     if summary.get("close_note"):
         r.text(t["note"].format(v=_clean(summary["close_note"], MAX_NOTE)))
+
+
+def _approval(r: _Report, approval: Mapping[str, Any] | None) -> None:
+    if not approval:
+        return
+    t = r.t
+    who = _clean(approval.get("employee"), MAX_NAME) or "-"
+    role = _clean(approval.get("role"), MAX_NAME)
+    role = t.get(f"role.{role}", role)
+    r.row(t["approved_by"], f"{who} ({role})" if role else who)
+    if approval.get("reason"):
+        r.text(f"  {t['reason'].format(v=_clean(approval['reason'], MAX_NOTE))}")
 
 
 def _adjustment_row(r: _Report, adjustment: Mapping[str, Any]) -> None:
@@ -521,23 +530,25 @@ def _balances(r: _Report, balances: Mapping[str, Mapping[str, Mapping[str, int]]
                 totals = figures[key]
                 r.money(f"  {t['balance.' + key]}",
                         _negated(totals) if key == "withdrawals" else totals)
-        r.money(f"  {t['balance.balance']}", figures.get("balance"), bold=True)
+        if figures.get("balance") is not None:  # a blind reply's summary leaves cash's out
+            r.money(f"  {t['balance.balance']}", figures["balance"], bold=True)
 
 
 def _corrections(r: _Report, corrections: Sequence[Mapping[str, Any]]) -> None:
-    """Post-close corrections: whatever each one says of when, who, how much and why."""
-    r.section(r.t["corrections_title"])
+    """Recounts of the closed session's cash (``session.corrected``): the figures above are
+    already the corrected ones, so each says what was counted before and by whose approval."""
+    t = r.t
+    r.section(t["corrections_title"])
     for correction in corrections[:MAX_LISTED_ADJUSTMENTS]:
         who = _clean(correction.get("employee"), MAX_NAME)
-        left = r.when(correction.get("ts")) + (f" ({who})" if who else "")
-        money = correction.get("amount")
-        if isinstance(money, Mapping) and "currency" in money:
-            r.row(left, r.amount(int(money.get("amount", 0)), str(money["currency"])))
+        r.text(r.when(correction.get("ts")) + (f" ({who})" if who else ""))
+        before = correction.get("counted_before")
+        if before is None:
+            r.row(f"  {t['counted_before']}", t["not_counted"])
         else:
-            r.text(left)
-        why = correction.get("reason") or correction.get("note")
-        if why:
-            r.text(f"  {_clean(why, MAX_NOTE)}")
+            r.money(f"  {t['counted_before']}", before)
+        r.money(f"  {t['counted_after']}", correction.get("counted"))
+        _approval(r, correction.get("approval"))
 
 
 # --- layout --------------------------------------------------------------------------------

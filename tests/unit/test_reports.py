@@ -541,17 +541,25 @@ Anteckning: Kväll
 
 
 def test_corrections_after_the_close_are_listed():
+    """``session.corrected``: a recount after the close, approved; the summary's counted,
+    discrepancy and removed are already the corrected figures."""
+    approval = {"employee": "maria", "role": "manager", "reason": "Påse 4471 felräknad"}
     closed = {**CLOSED, "corrections": [
-        {"ts": "2026-11-26T08:00:00.000Z", "employee": "maria", "reason": "Felräknat",
-         "amount": {"amount": 200, "currency": "SEK"}},
-        {"ts": "2026-11-26T08:05:00.000Z", "employee": None, "note": "Påse 4471 saknades"},
+        {"ts": "2026-11-26T08:00:00.000Z", "employee": "maria", "approval": approval,
+         "counted_before": {"SEK": 263150}, "counted": {"SEK": 263350}},
+        {"ts": "2026-11-26T08:05:00.000Z", "employee": None, "approval": None,
+         "counted_before": None, "counted": {"SEK": 263550}},
     ]}
     assert """\
 KORRIGERINGAR
-2026-11-26 09:00 (maria)                    2,00
-  Felräknat
+2026-11-26 09:00 (maria)
+  Räknat före                           2 631,50
+  Räknat nu                             2 633,50
+Godkänt av                          maria (chef)
+  Orsak: Påse 4471 felräknad
 2026-11-26 09:05
-  Påse 4471 saknades
+  Räknat före                          ej räknat
+  Räknat nu                             2 635,50
 """ in paper(z(closed))
 
 
