@@ -24,7 +24,6 @@ from ..contract.commands import (
     SessionCloseParams,
     SessionCorrectParams,
     SessionOpenParams,
-    SessionReportParams,
 )
 from ..contract.errors import CommandRefused, ErrorCode
 from ..journal.store import SealedEvent
@@ -152,40 +151,6 @@ class SessionCorrect(_LedgerHandler):
         return {"session": ledger.last_closed.summary() if ledger.last_closed else None}
 
 
-class SessionReport:
-    """X report: the open session's figures; Z report: a closed session's (the last one, or
-    ``session_id``). Printing needs the receipt printer."""
-
-    def plan(self, view: RegisterView, params: BaseModel, envelope: CommandEnvelope) -> Plan:
-        assert isinstance(params, SessionReportParams)
-        if params.print:
-            raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
-                                 "print: no receipt printer is configured on this register "
-                                 "(devices.printer); ask for the report without print")
-        if params.kind == "x":
-            session = view.ledger.open_session
-            if session is None:
-                raise CommandRefused(ErrorCode.SESSION_NOT_OPEN,
-                                     "an X report is of the open session, and none is open")
-        elif params.session_id is not None:
-            session = view.session_history(params.session_id)
-            if session is None or session.is_open:
-                raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
-                                     f"params.session_id: no closed session {params.session_id} "
-                                     "in this register's journal",
-                                     {"field": "session_id"})
-        else:
-            session = view.ledger.last_closed
-            if session is None:
-                raise CommandRefused(ErrorCode.SESSION_NOT_OPEN,
-                                     "a Z report is of a closed session, and none has closed yet")
-        return Plan(payload={"kind": params.kind, "session": session.summary()})
-
-    async def execute(self, view: RegisterView, plan: Plan, ts: str,
-                      employee: str | None) -> Outcome:
-        return Outcome([], {"report": plan.payload})
-
-
 class DeviceUnavailable:
     """A device command on a register where that device is not configured."""
 
@@ -214,7 +179,6 @@ def default_handlers() -> dict[str, Handler]:
         "session.adjust": SessionAdjust,
         "session.close": SessionClose,
         "session.correct": SessionCorrect,
-        "session.report": SessionReport,
     }
     handlers = {name: make() for name, make in factories.items()}
     handlers["drawer.open"] = drawer

@@ -50,13 +50,14 @@ from ..mqtt.link import (
 from ..reload import Reload, plan_reload
 from ..systemd import Notifier, run_watchdog, watchdog_interval
 from .auto_close import AutoClose
-from .commands import default_handlers
+from .commands import Handler, default_handlers
 from .device_commands import device_handlers, job_result
 from .devices import Devices
 from .dispatch import CommandWorker
 from .faults import CrashPoints
 from .intake import Command, Rejected, parse_command
 from .outbox import Outbox
+from .report_commands import report_handlers
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ def money_policy(money: MoneyConfig) -> MoneyPolicy:
     return MoneyPolicy(money.base_currency, frozenset(money.accepted), money.max_amount,
                        money.denomination_sets(), money.low_change_pieces,
                        money.rounding_rules(), dict(money.exchange_rates))
+
+
+def all_handlers(config: RegisterConfig) -> dict[str, Handler]:
+    """Every command's handler: session commands, devices, and the ones that print."""
+    return {**default_handlers(), **device_handlers(config.devices), **report_handlers(config)}
 
 
 def count_policy(rules: CountRulesConfig) -> CountPolicy:
@@ -154,7 +160,7 @@ class RegisterService:
                                    save_job=self._save_job, usb_backend=self._usb_backend,
                                    crash_point=self._crash.hit,
                                    session_id=self._open_session_id)
-            handlers = {**default_handlers(), **device_handlers(self.config.devices)}
+            handlers = all_handlers(self.config)
             self._worker = CommandWorker(journal, self, handlers, self.config.commands,
                                          self._reply_soon, self._committed, self._crash.hit)
             self._link = MqttLink(
@@ -307,8 +313,7 @@ class RegisterService:
         self.money = money_policy(config.money)
         self.count_policy = count_policy(config.session.count_rules)
         if self._worker is not None:
-            self._worker.reconfigure({**default_handlers(), **device_handlers(config.devices)},
-                                     config.commands)
+            self._worker.reconfigure(all_handlers(config), config.commands)
         if self._outbox is not None:
             self._outbox.reconfigure(config.delivery)
         if self.devices is not None:
