@@ -177,9 +177,10 @@ class Ingest:
             self._pending_alarms.append(Alarm(utc_timestamp(), row.store, row.register,
                                               "ledger", {"seq": row.seq, "error": str(e)}))
             return
-        touched = ledger.open_session or ledger.last_closed
-        if touched is not None:
-            self._dirty.setdefault(stream.key, {})[touched.session_id] = touched
+        # The last closed session changes after its close too (a correction, a Z copy).
+        for touched in (ledger.open_session, ledger.last_closed):
+            if touched is not None:
+                self._dirty.setdefault(stream.key, {})[touched.session_id] = touched
         if before_open is not None and before_open is not ledger.open_session:
             self._dirty.setdefault(stream.key, {})[before_open.session_id] = before_open
         if row.type == "session.closed" and ledger.last_closed is not None:

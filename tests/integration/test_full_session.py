@@ -4,6 +4,7 @@ simulated printer, Z numbers and copies, cash rounding, and the count rules as a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from kassad.simulators.broker import MosquittoBroker
 from kassad.simulators.printer.device import PrinterSimulator
 from tests.support.register import (
     broker_config,
+    eventually,
     journal_events,
     running_register,
     until,
@@ -161,3 +163,47 @@ async def test_training_is_published_but_kept_out_of_the_totals(
     z = [e["data"] for e in journal_events(tmp_path / "j.db") if e["type"] == "report.issued"]
     assert z == [{"kind": "z", "number": None, "copy": False, "copy_number": 0,
                   "training": True, "grand_totals": {"sales": {}, "returns": {}, "net": {}}}]
+
+
+async def test_a_correction_after_the_close_reaches_the_store(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    from kassad.daemon.store.config import StoreConfig
+    from kassad.daemon.store.service import StoreService
+
+    store = StoreService(StoreConfig(stores=["S1"], broker=broker_config(broker.port),
+                                     database=f"sqlite:///{tmp_path / 'store.db'}",
+                                     reorder_timeout=0.5, http=None))
+    task = asyncio.create_task(store.run())
+    config = write_config(tmp_path / "r1.toml", port=broker.port, journal=tmp_path / "j.db",
+                          consumers=["store-agg"],
+                          session={"count_rules": {"managers": ["maria"]}})
+    try:
+        async with running_register(config), \
+                KassadClient(broker_config(broker.port), store="S1", register="R1",
+                             requester="pos-1") as pos:
+            await pos.send("session.open", {"starting_float": sek(100_000)})
+            closed = await pos.send("session.close", {"counted": sek(99_000),
+                                                      "leave_in_drawer": sek(50_000)})
+            session_id = closed.data["session"]["session_id"]
+            await pos.send("payment.record", {"kind": "cash_sale", "tendered": sek(1_000)})
+            corrected = await pos.send("session.correct", {
+                "session_id": session_id, "counted": sek(100_000),
+                "approval": {"employee": "maria", "role": "manager",
+                             "reason": "a 10 kr coin under the tray"}}, employee="maria")
+            assert corrected.data["session"]["discrepancy"] == {"SEK": 0}
+
+            async def stored_discrepancy() -> Any:
+                row = await store.storage.session(session_id)
+                return None if row is None else row.discrepancy_end
+
+            async def corrected_in_store() -> bool:
+                return await stored_discrepancy() == {"SEK": 0}
+
+            await eventually(corrected_in_store, what="the correction in the store")
+            row = await store.storage.session(session_id)
+            assert row is not None
+            assert row.summary["corrections"][0]["counted_before"] == {"SEK": 99_000}
+    finally:
+        store.stop()
+        async with asyncio.timeout(15):
+            await task
