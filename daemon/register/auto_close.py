@@ -142,7 +142,9 @@ class AutoClose:
 async def _between_commands(worker: CommandWorker) -> None:
     """Return when no command is in hand or waiting. A session command spans two journal
     transactions (its plan, then its events), with awaits between: a close journaled in
-    between would close the session under it, and its events would follow a closed session."""
+    between would close the session under it, and its events would follow a closed session.
+    The worker takes queued commands back to back, so a burst of them delays the close to its
+    end (seconds at a register; the close keeps its ``due_at``)."""
     while not (worker.idle.is_set() and worker.queue.empty()):
         await worker.queue.join()
 
