@@ -2,12 +2,14 @@
 the uvicorn server that runs it inside the aggregator's event loop.
 
 Endpoints, under ``/api/v1/stores/{store}``: ``discrepancies``, ``cash``, ``sessions`` (``sort``
-start|end|discrepancy, ``order`` asc|desc), ``sessions/{session_id}``, ``registers``,
-``alarms``. The list views take ``format=csv`` for a download of what the JSON shows (layout:
-:mod:`.views`). A date range is ``from`` / ``to``: an RFC 3339 time with its offset, or a date
-(``to`` a date: through the end of that day) in the time zone ``tz`` (IANA name, default UTC);
-the views hold the sessions that overlap [from, to). Amounts are integer minor units per
-currency, never floats.
+start|end|discrepancy, ``order`` asc|desc, ``training`` include|exclude|only),
+``sessions/{session_id}``, ``registers``, ``alarms``. The list views take ``format=csv`` for a
+download of what the JSON shows (layout: :mod:`.views`). A date range is ``from`` / ``to``: an
+RFC 3339 time with its offset, or a date (``to`` a date: through the end of that day) in the
+time zone ``tz`` (IANA name, default UTC); the views hold the sessions that overlap [from, to).
+Amounts are integer minor units per currency, never floats. Training sessions are listed
+(``"training": true``) and left out of every total; a session closed without a count
+(auto-close) has no discrepancy at end (null), and the totals say how many they left out.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ MAX_ROWS = 10_000  # sessions or alarms one response holds; more: "truncated": t
 Amounts = Annotated[dict[str, StrictInt], Field(
     description="per ISO 4217 currency: an integer count of minor units (SEK -150 = -1.50)")]
 Sort = Literal["start", "end", "discrepancy"]
+Training = views.TrainingFilter
 
 
 class _Model(BaseModel):
@@ -73,12 +76,14 @@ class SessionHead(_Model):
     status: Literal["open", "closed"]
     opened_at: str
     closed_at: str | None
+    training: bool = Field(description="a training session: listed, never in a total")
 
 
 class SessionDiscrepancy(SessionHead):
     start: Amounts
-    end: Amounts = Field(description="at close; empty while open")
-    total: Amounts = Field(description="start + end")
+    end: Amounts | None = Field(description="at close; zeros while open; null when closed "
+                                            "without a count (auto-close): unknown")
+    total: Amounts = Field(description="start + end (start alone when end is null)")
 
 
 class DiscrepancyTotals(_Model):
@@ -89,11 +94,16 @@ class DiscrepancyTotals(_Model):
 
 class DiscrepancyView(Envelope):
     sessions: list[SessionDiscrepancy]
-    totals: DiscrepancyTotals
+    totals: DiscrepancyTotals = Field(description="without training sessions, and without "
+                                                  "the unknown ends of uncounted closes")
+    training_sessions: int = Field(description="training sessions listed, not in the totals")
+    sessions_without_count: int = Field(description=(
+        "sessions closed without a count (auto-close) whose end is not in the totals"))
 
 
 class CashFigures(_Model):
-    sessions: int
+    sessions: int = Field(description="sessions in the figures (training ones are not)")
+    training_sessions: int = Field(description="training sessions, left out of the figures")
     gross: Amounts = Field(description="cash payments: tendered − change")
     refunds: Amounts
     net: Amounts = Field(description="gross − refunds")
@@ -115,7 +125,7 @@ class SessionItem(SessionHead):
     opened_by: str | None
     closed_by: str | None
     discrepancy_start: Amounts
-    discrepancy_end: Amounts
+    discrepancy_end: Amounts | None = Field(description="null: closed without a count")
     discrepancy: Amounts = Field(description="total: start + end")
 
 
@@ -132,6 +142,29 @@ class AdjustmentItem(_Model):
     note: str | None
     ts: str | None
     employee: str | None
+
+
+class Balance(_Model):
+    opening: Amounts = Field(description="carried in (cash: the starting float)")
+    payments: Amounts = Field(description="net of refunds")
+    deposits: Amounts
+    withdrawals: Amounts
+    balance: Amounts = Field(description="opening + payments + deposits − withdrawals "
+                                         "(cash: the expected cash)")
+
+
+class ApprovalItem(_Model):
+    employee: str | None
+    role: str | None
+    reason: str | None
+
+
+class CorrectionItem(_Model):
+    ts: str | None
+    employee: str | None
+    approval: ApprovalItem | None
+    counted_before: Amounts | None
+    counted: Amounts
 
 
 class SessionDetail(SessionHead):
@@ -153,13 +186,26 @@ class SessionDetail(SessionHead):
     payments_by_type: dict[str, Amounts]
     payment_counts: dict[str, int]
     total_sales: Amounts
+    balances: dict[str, Balance] = Field(description="per payment type, cash included")
+    rounding: Amounts = Field(description="cash rounding differences, rounded − exact")
     drawer_openings: dict[str, int] = Field(description="per cause: sale, no_sale, unexpected …")
+    no_sale_openings: int
+    recount_attempts: int = Field(description="closes refused for too large a difference")
+    x_printed: int = Field(description="X reports printed")
+    z_number: int | None = Field(description="the Z report's number (null: none, or training)")
+    z_copies: int
     expected_cash: Amounts
-    counted: Amounts | None
+    counted: Amounts | None = Field(description="null while open, or after a system close")
     expected: Amounts | None
-    discrepancy: Amounts | None
+    discrepancy: Amounts | None = Field(description="null while open, or after a system close")
     left_in_drawer: Amounts | None
     removed: Amounts | None = Field(description="cash removed at close: counted − left")
+    system_close: bool | None = Field(description="closed by the system (auto-close), "
+                                                  "nobody counted; null while open")
+    approval: ApprovalItem | None = Field(description="a manager's approval of the close")
+    recounts: int | None
+    corrections: list[CorrectionItem] | None = Field(
+        description="approved corrections of the count, oldest first; null while open")
     details: dict[str, Any]
     currencies: dict[str, int | None]
 
@@ -286,10 +332,14 @@ def create_app(storage: Storage, stores: Sequence[str] | None = None) -> FastAPI
                            "start, end (open sessions last) or discrepancy (the size of the "
                            "total discrepancy, summed over currencies); ties by start"))
                        ] = "start",
-                       order: Order = "asc") -> Any:
+                       order: Order = "asc",
+                       training: Annotated[Training, Query(description=(
+                           "training sessions: include (marked), exclude, or only them"))
+                       ] = "include") -> Any:
         descending = order == "desc"
         rows, truncated = await in_range(store, span, "start" if sort == "discrepancy" else sort,
                                          descending)
+        rows = views.filter_training(rows, training)
         if sort == "discrepancy":
             rows = views.order_by_discrepancy(rows, descending)
         view = views.session_list(rows)

@@ -8,6 +8,17 @@ The figures of a date range are those of the sessions that overlap it, whole ses
 open across the range's edge counts with all its payments. Open sessions have no discrepancy at
 end yet (``{}`` for it, zeros in totals).
 
+Training sessions (the register's ``training`` flag) are listed, marked ``"training": true``,
+and left out of every total: the discrepancy totals, the cash payment summary (its totals and
+its per-register figures, which count them in ``training_sessions`` only) and the CSV total
+rows. The session list's date range and sort treat them as any other session; its
+``training`` filter (``include``, the default, ``exclude`` or ``only``) picks them.
+
+A session closed without a count (a system close, e.g. the daily auto-close) has no discrepancy
+at end: it is unknown, not zero. Its ``end`` is ``null`` (empty CSV cells), its ``total`` is its
+discrepancy at start alone, and the discrepancy totals leave it out and say how many they left
+out (``sessions_without_count``).
+
 CSV (one header row, comma separated, RFC 4180 quoting, ``\\r\\n`` line ends): every money column
 comes twice, ``<name>_minor`` as integer minor units and ``<name>`` as the decimal text
 (``-150`` and ``-1.50`` in SEK; empty for a code that is not ISO 4217). A row per currency
@@ -23,7 +34,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..contract.events import canonical_json
@@ -52,8 +63,34 @@ def totals(value: object, what: str = "amount") -> Totals:
     return out
 
 
+def _optional_totals(value: object, what: str) -> Totals | None:
+    """``totals`` where ``None`` means unknown (a close nobody counted), not empty."""
+    return None if value is None else totals(value, what)
+
+
 def _zero_filled(amounts: Mapping[str, int], currencies: Iterable[str]) -> Totals:
     return {c: amounts.get(c, 0) for c in sorted(set(currencies) | set(amounts))}
+
+
+def is_training(row: SessionRow) -> bool:
+    """A training session: shown, never totalled (the register's fold says so)."""
+    return row.summary.get("training") is True
+
+
+def without_count(row: SessionRow) -> bool:
+    """Closed with no counted cash (a system close, not corrected since): its discrepancy at
+    end is unknown."""
+    return row.status == "closed" and "counted" in row.summary and row.summary["counted"] is None
+
+
+TrainingFilter = Literal["include", "exclude", "only"]
+
+
+def filter_training(sessions: Sequence[SessionRow], training: TrainingFilter) -> list[SessionRow]:
+    """The session list's ``training`` filter: ``include`` all, ``exclude`` or ``only`` them."""
+    if training == "include":
+        return list(sessions)
+    return [r for r in sessions if is_training(r) == (training == "only")]
 
 
 def session_currencies(row: SessionRow) -> list[str]:
@@ -75,17 +112,20 @@ def _view_currencies(sessions: Sequence[SessionRow]) -> set[str]:
     return {c for row in sessions for c in session_currencies(row)}
 
 
-def _discrepancies(row: SessionRow) -> tuple[Totals, Totals]:
-    """At start and at end, zero-filled over the session's currencies."""
+def _discrepancies(row: SessionRow) -> tuple[Totals, Totals | None]:
+    """At start and at end, zero-filled over the session's currencies; at end ``None`` when
+    the session was closed without a count."""
     mine = session_currencies(row)
-    return (_zero_filled(totals(row.discrepancy_start, "discrepancy_start"), mine),
-            _zero_filled(totals(row.discrepancy_end, "discrepancy_end"), mine))
+    start = _zero_filled(totals(row.discrepancy_start, "discrepancy_start"), mine)
+    if without_count(row):
+        return start, None
+    return start, _zero_filled(totals(row.discrepancy_end, "discrepancy_end"), mine)
 
 
 def _session_head(row: SessionRow) -> View:
     return {"store": row.store, "register": row.register, "session_id": row.session_id,
             "number": row.number, "status": row.status, "opened_at": row.opened_at,
-            "closed_at": row.closed_at}
+            "closed_at": row.closed_at, "training": is_training(row)}
 
 
 # -- date ranges --------------------------------------------------------------------------------
@@ -164,19 +204,24 @@ class Range:
 
 
 def discrepancy_summary(sessions: Sequence[SessionRow]) -> View:
-    """Discrepancy at start and at end, and their sum, per session and in total, per currency."""
+    """Discrepancy at start and at end, and their sum, per session and in total, per currency.
+    Totals leave out training sessions, and the unknown end of sessions closed uncounted."""
     rows: list[View] = []
     for row in sessions:
         start, end = _discrepancies(row)
         rows.append({**_session_head(row), "start": start, "end": end,
-                     "total": add_totals(start, end)})
-    every = _view_currencies(sessions)
-    start_total = _zero_filled(add_totals(*(r["start"] for r in rows)), every)
-    end_total = _zero_filled(add_totals(*(r["end"] for r in rows)), every)
+                     "total": add_totals(start, end or {})})
+    real = [r for r in rows if not r["training"]]
+    every = _view_currencies([row for row in sessions if not is_training(row)])
+    start_total = _zero_filled(add_totals(*(r["start"] for r in real)), every)
+    end_total = _zero_filled(add_totals(*(r["end"] for r in real if r["end"] is not None)),
+                             every)
     return {"sessions": rows,
             "totals": {"start": start_total, "end": end_total,
                        "total": add_totals(start_total, end_total)},
-            "currencies": currency_digits(every)}
+            "training_sessions": len(rows) - len(real),
+            "sessions_without_count": sum(1 for r in real if r["end"] is None),
+            "currencies": currency_digits(_view_currencies(sessions))}
 
 
 # -- cash payment summary -------------------------------------------------------------------------
@@ -187,48 +232,53 @@ def _count(summary: Mapping[str, Any], key: str) -> int:
     return value if type(value) is int else 0
 
 
-def _cash_figures(group: Sequence[SessionRow], currencies: Iterable[str]) -> View:
-    gross = _zero_filled(add_totals(*(totals(r.cash_gross, "cash_gross") for r in group)),
+def _cash_figures(group: Sequence[SessionRow]) -> View:
+    """The figures of ``group``'s sessions but its training ones, which are only counted."""
+    real = [r for r in group if not is_training(r)]
+    currencies = _view_currencies(real)
+    gross = _zero_filled(add_totals(*(totals(r.cash_gross, "cash_gross") for r in real)),
                          currencies)
-    refunds = _zero_filled(add_totals(*(totals(r.cash_refunds, "cash_refunds") for r in group)),
+    refunds = _zero_filled(add_totals(*(totals(r.cash_refunds, "cash_refunds") for r in real)),
                            currencies)
-    return {"sessions": len(group), "gross": gross, "refunds": refunds,
-            "net": sub_totals(gross, refunds),
-            "cash_sales_count": sum(_count(r.summary, "cash_sales_count") for r in group),
-            "cash_refunds_count": sum(_count(r.summary, "cash_refunds_count") for r in group)}
+    return {"sessions": len(real), "training_sessions": len(group) - len(real),
+            "gross": gross, "refunds": refunds, "net": sub_totals(gross, refunds),
+            "cash_sales_count": sum(_count(r.summary, "cash_sales_count") for r in real),
+            "cash_refunds_count": sum(_count(r.summary, "cash_refunds_count") for r in real)}
 
 
 def cash_summary(sessions: Sequence[SessionRow]) -> View:
     """Gross cash payments (tendered − change), cash refunds and net = gross − refunds, per
-    currency, in total and per register (sorted by store, register)."""
-    every = _view_currencies(sessions)
+    currency, in total and per register (sorted by store, register); training sessions are
+    counted in ``training_sessions``, never in the figures."""
     by_register: dict[tuple[str, str], list[SessionRow]] = {}
     for row in sessions:
         by_register.setdefault((row.store, row.register), []).append(row)
-    registers = [{"store": store, "register": register,
-                  **_cash_figures(group, {c for r in group for c in session_currencies(r)})}
+    registers = [{"store": store, "register": register, **_cash_figures(group)}
                  for (store, register), group in sorted(by_register.items())]
-    return {"totals": _cash_figures(sessions, every), "registers": registers,
-            "currencies": currency_digits(every)}
+    return {"totals": _cash_figures(sessions), "registers": registers,
+            "currencies": currency_digits(_view_currencies(
+                [r for r in sessions if not is_training(r)]))}
 
 
 # -- session list and detail ----------------------------------------------------------------------
 
 
 def session_list(sessions: Sequence[SessionRow]) -> View:
-    """One row per session, in the given order; ``discrepancy`` = at start + at end."""
+    """One row per session, in the given order, training ones marked; ``discrepancy`` = at
+    start + at end (``discrepancy_end`` null: closed without a count)."""
     rows: list[View] = []
     for row in sessions:
         start, end = _discrepancies(row)
         rows.append({**_session_head(row), "opened_by": row.opened_by,
                      "closed_by": row.closed_by, "discrepancy_start": start,
-                     "discrepancy_end": end, "discrepancy": add_totals(start, end)})
+                     "discrepancy_end": end, "discrepancy": add_totals(start, end or {})})
     return {"sessions": rows, "currencies": currency_digits(_view_currencies(sessions))}
 
 
 def discrepancy_weight(row: SessionRow) -> int:
     """What "sort by discrepancy" orders by: the total discrepancy's size, a shortfall as much
-    as a surplus, summed over currencies (an order, not an amount)."""
+    as a surplus, summed over currencies (an order, not an amount; an end nobody counted is
+    empty, so it weighs nothing)."""
     total = add_totals(totals(row.discrepancy_start), totals(row.discrepancy_end))
     return sum(abs(v) for v in total.values())
 
@@ -240,26 +290,38 @@ def order_by_discrepancy(sessions: Sequence[SessionRow], descending: bool) -> li
 
 
 _DETAIL_TOTALS = ("starting_float", "discrepancy_at_start", "cash_sales", "cash_refunds",
-                  "adjustments_added", "adjustments_removed", "total_sales", "expected_cash")
-_CLOSE_TOTALS = ("counted", "expected", "discrepancy", "left_in_drawer", "removed")
+                  "adjustments_added", "adjustments_removed", "total_sales", "expected_cash",
+                  "rounding")
+# Close figures (null while open); counted and discrepancy stay null after a system close.
+_CLOSE_TOTALS = ("expected", "left_in_drawer", "removed")
+_UNKNOWN_IF_NULL = ("counted", "discrepancy")
 _DETAIL_TEXT = ("opened_by", "closed_by", "note", "close_note")
+BALANCE_PARTS = ("opening", "payments", "deposits", "withdrawals", "balance")
 _SHOWN = {"session_id", "number", "status", "opened_at", "closed_at", "automatic",
           "expected_start", "adjustments", "payments_by_type", "payment_counts",
-          "drawer_openings", "cash_sales_count", "cash_refunds_count",
-          *_DETAIL_TOTALS, *_CLOSE_TOTALS, *_DETAIL_TEXT}
+          "drawer_openings", "cash_sales_count", "cash_refunds_count", "training",
+          "no_sale_openings", "balances", "recount_attempts", "reports", "system_close",
+          "approval", "recounts", "corrections",
+          *_DETAIL_TOTALS, *_CLOSE_TOTALS, *_UNKNOWN_IF_NULL, *_DETAIL_TEXT}
 
 
 def session_detail(row: SessionRow) -> View:
     """Everything product.md lists for a closed session (close figures are null while open),
     from the register's own fold (``row.summary``); ``details`` keeps the rest of it (counts
-    by denomination, counter runs)."""
+    by denomination, counter runs, a system close's reason and due time).
+
+    A system close (``system_close``) has ``counted`` and ``discrepancy`` null: nobody
+    counted. ``balances`` are per payment type (cash included: its balance is the expected
+    cash) and currency; ``z_number`` is the session's Z report (null: none yet, or training).
+    """
     s = row.summary
     expected_start = s.get("expected_start")
     by_type = s.get("payments_by_type") or {}
     counts = s.get("payment_counts") or {}
     openings = s.get("drawer_openings") or {}
+    reports = s.get("reports") or {}
     closed = row.status == "closed"
-    return {
+    detail: View = {
         **_session_head(row),
         "opened_by": row.opened_by, "closed_by": row.closed_by,
         "automatic": bool(s.get("automatic", False)),
@@ -271,12 +333,66 @@ def session_detail(row: SessionRow) -> View:
         "payments_by_type": {str(t): totals(v, f"payments_by_type.{t}")
                              for t, v in by_type.items()},
         "payment_counts": {str(t): n for t, n in counts.items() if type(n) is int},
+        "balances": _balances(s.get("balances")),
         "adjustments": [_adjustment(a) for a in s.get("adjustments") or []],
         "drawer_openings": {str(c): n for c, n in openings.items() if type(n) is int},
+        "no_sale_openings": _count(s, "no_sale_openings"),
+        "recount_attempts": _count(s, "recount_attempts"),
+        "x_printed": _count(reports, "x_printed"),
+        "z_number": _int_or_none(reports.get("z_number")),
+        "z_copies": _count(reports, "z_copies"),
         **{key: totals(s.get(key), key) if closed else None for key in _CLOSE_TOTALS},
+        **{key: _optional_totals(s.get(key), key) if closed else None
+           for key in _UNKNOWN_IF_NULL},
+        "system_close": s.get("system_close") is True if closed else None,
+        "approval": _approval(s.get("approval")) if closed else None,
+        "recounts": _count(s, "recounts") if closed else None,
+        "corrections": [_correction(c) for c in s.get("corrections") or []] if closed else None,
         "details": {k: v for k, v in s.items() if k not in _SHOWN},
-        "currencies": currency_digits(session_currencies(row)),
     }
+    amounts: list[Mapping[str, int] | None] = [
+        *(detail[k] for k in (*_DETAIL_TOTALS, *_CLOSE_TOTALS, *_UNKNOWN_IF_NULL)),
+        detail["expected_start"], *detail["payments_by_type"].values(),
+        *(part for parts in detail["balances"].values() for part in parts.values()),
+        *(c[k] for c in detail["corrections"] or [] for k in ("counted_before", "counted"))]
+    detail["currencies"] = currency_digits(
+        {*session_currencies(row), *(c for a in amounts if a for c in a)})
+    return detail
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if type(value) is int else None
+
+
+def _balances(value: object) -> dict[str, dict[str, Totals]]:
+    """Per payment type: opening, payments, deposits, withdrawals and balance, each money."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ViewError(f"balances: {value!r} is not per payment type")
+    out: dict[str, dict[str, Totals]] = {}
+    for kind, parts in value.items():
+        if not isinstance(parts, Mapping):
+            raise ViewError(f"balances.{kind}: {parts!r} is not a balance")
+        out[str(kind)] = {part: totals(parts.get(part), f"balances.{kind}.{part}")
+                          for part in BALANCE_PARTS}
+    return out
+
+
+def _approval(value: object) -> View | None:
+    """A manager's approval: who, in which role, why (text only)."""
+    if not isinstance(value, Mapping):
+        return None
+    return {k: None if value.get(k) is None else str(value[k])
+            for k in ("employee", "role", "reason")}
+
+
+def _correction(item: Mapping[str, Any]) -> View:
+    return {"ts": item.get("ts"), "employee": item.get("employee"),
+            "approval": _approval(item.get("approval")),
+            "counted_before": _optional_totals(item.get("counted_before"),
+                                               "corrections.counted_before"),
+            "counted": totals(item.get("counted"), "corrections.counted")}
 
 
 def _adjustment(item: Mapping[str, Any]) -> View:
@@ -366,15 +482,22 @@ def _currencies_of(*amounts: Mapping[str, int] | None) -> list[str]:
 
 
 _SESSION_CELLS = ("store", "register", "session_id", "number", "status", "opened_at",
-                  "closed_at")
+                  "closed_at", "training")
 
 
 def _head_cells(item: Mapping[str, Any]) -> list[object]:
-    return [item[k] if k == "number" else _text(item[k]) for k in _SESSION_CELLS]
+    return [item[k] if k == "number" else _flag(item[k]) if k == "training" else _text(item[k])
+            for k in _SESSION_CELLS]
+
+
+def _flag(value: object) -> str:
+    return "true" if value else "false"
 
 
 def discrepancies_csv(view: Mapping[str, Any]) -> str:
-    """``row_type`` session (in the view's order, one row per currency) then total rows."""
+    """``row_type`` session (in the view's order, one row per currency; ``training`` true or
+    false; ``end`` empty when nobody counted) then total rows, which leave out training
+    sessions and the unknown ends, as the view's totals do."""
     header = ["row_type", *_SESSION_CELLS, "currency", *_money_header("start", "end", "total")]
     rows: list[list[object]] = []
     for s in view["sessions"]:
@@ -390,9 +513,11 @@ def discrepancies_csv(view: Mapping[str, Any]) -> str:
 
 
 def cash_csv(view: Mapping[str, Any]) -> str:
-    """``row_type`` register (one row per register and currency) then total rows."""
-    header = ["row_type", "store", "register", "sessions", "cash_sales_count",
-              "cash_refunds_count", "currency", *_money_header("gross", "refunds", "net")]
+    """``row_type`` register (one row per register and currency) then total rows; the
+    figures leave training sessions out (``training_sessions`` counts them)."""
+    header = ["row_type", "store", "register", "sessions", "training_sessions",
+              "cash_sales_count", "cash_refunds_count", "currency",
+              *_money_header("gross", "refunds", "net")]
     rows: list[list[object]] = []
     groups = [("register", g) for g in view["registers"]] + [("total", view["totals"])]
     for row_type, g in groups:
@@ -400,13 +525,15 @@ def cash_csv(view: Mapping[str, Any]) -> str:
             if row_type == "total" and not cur:
                 continue
             rows.append([row_type, _text(g.get("store")), _text(g.get("register")),
-                         g["sessions"], g["cash_sales_count"], g["cash_refunds_count"],
+                         g["sessions"], g["training_sessions"], g["cash_sales_count"],
+                         g["cash_refunds_count"],
                          _text(cur), *_money_cells(cur, g["gross"], g["refunds"], g["net"])])
     return _render(header, rows)
 
 
 def sessions_csv(view: Mapping[str, Any]) -> str:
-    """One row per session and currency, in the list's order; ``discrepancy`` = start + end."""
+    """One row per session and currency, in the list's order; ``discrepancy`` = start + end
+    (``discrepancy_end`` empty when nobody counted); ``training`` true or false."""
     header = [*_SESSION_CELLS, "opened_by", "closed_by", "currency",
               *_money_header("discrepancy_start", "discrepancy_end", "discrepancy")]
     rows: list[list[object]] = []

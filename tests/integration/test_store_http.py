@@ -55,12 +55,18 @@ class Register:
 
     def session(self, sid: str, opened: str, events: list[tuple[str, str, dict[str, Any]]],
                 starting_float: dict[str, int], closed: tuple[str, dict[str, Any]] | None = None,
-                ) -> SessionRow:
+                *, after: list[tuple[str, str, dict[str, Any]]] | None = None,
+                training: bool = False, automatic: bool = False) -> SessionRow:
+        """``after``: events that follow the close (its Z report, a correction)."""
         self.number += 1
-        opening = ("session.opened", opened, {
-            "number": self.number, "automatic": False, "starting_float": starting_float,
-            "expected_start": self.state.next_expected_start(), "note": None})
-        steps = [opening, *events] + ([("session.closed", *closed)] if closed else [])
+        data: dict[str, Any] = {
+            "number": self.number, "automatic": automatic, "starting_float": starting_float,
+            "expected_start": self.state.next_expected_start(), "note": None,
+            "training": training}
+        if self.state.last_balances:  # as the register's rules carry them on
+            data["balances_start"] = {k: dict(v) for k, v in self.state.last_balances.items()}
+        steps = [("session.opened", opened, data), *events,
+                 *([("session.closed", *closed)] if closed else []), *(after or [])]
         fold([LedgerEvent(t, sid, ts, "anna" if t != "session.closed" else "bo", data)
               for t, ts, data in steps], self.state)
         session = self.state.open_session if closed is None else self.state.last_closed
@@ -89,8 +95,12 @@ def build_sessions() -> dict[str, SessionRow]:
             ("drawer.opened", "2024-05-01T11:00:01Z", {"cause": "refund"}),
             ("session.adjusted", "2024-05-01T12:00:00Z", {
                 "direction": "remove", "amount": sek(30_000), "note": "drawer over its limit"}),
+            ("drawer.opened", "2024-05-01T13:00:00Z", {"cause": "no_sale", "reason": "change"}),
+            ("report.issued", "2024-05-01T14:00:00Z", {"kind": "x", "copy": False}),
         ], {"SEK": 100_000}, ("2024-05-01T16:00:00Z", {
-            "counted": {"SEK": 82_800}, "left_in_drawer": {"SEK": 50_000}, "note": "ok"})),
+            "counted": {"SEK": 82_800}, "left_in_drawer": {"SEK": 50_000}, "note": "ok"}),
+            after=[("report.issued", "2024-05-01T16:00:01Z", {
+                "kind": "z", "number": 1, "copy": False, "copy_number": 0})]),
         # Starts 5.00 short of the 500.00 left, ends 5.00 over: total discrepancy 0.
         "r1-2": r1.session("r1-2", "2024-05-02T08:00:00Z", [
             cash_sale("2024-05-02T09:00:00Z", sek(10_000), sek(0), sek(10_000)),
@@ -113,7 +123,59 @@ def build_sessions() -> dict[str, SessionRow]:
     other = Register("S2", "R1")
     rows["s2"] = other.session("s2", "2024-05-01T08:00:00Z", [
         cash_sale("2024-05-01T08:30:00Z", sek(999_900), sek(0), sek(999_900))], {"SEK": 0})
+    rows.update(build_store_s3())
     return rows
+
+
+def build_store_s3() -> dict[str, SessionRow]:
+    """Store S3: an auto-close nobody counted, an approved close corrected afterwards, and a
+    training session on another register."""
+    r1, r2 = Register("S3", "R1"), Register("S3", "R2")
+    return {
+        # Float 100.00; cash 100.49 rounded to 100.00 (öresutjämning: -0.49); card 50.00, of
+        # which 20.00 is withdrawn from the card balance; closed by the system at midnight.
+        "a-1": r1.session("a-1", "2024-06-01T08:00:00Z", [
+            ("payment.recorded", "2024-06-01T09:00:00Z", {
+                "kind": "cash_sale", "amount": sek(10_000), "tendered": sek(10_000),
+                "change": sek(0), "sale_amount": sek(10_049), "rounding": sek(-49)}),
+            ("payment.recorded", "2024-06-01T10:00:00Z", {
+                "kind": "other", "payment_type": "card", "amount": sek(5_000)}),
+            ("session.adjusted", "2024-06-01T11:00:00Z", {
+                "direction": "remove", "amount": sek(2_000), "payment_type": "card",
+                "note": "terminal payout"}),
+        ], {"SEK": 10_000}, ("2024-06-01T22:00:00Z", {
+            "counted": None, "discrepancy": None, "expected": {"SEK": 20_000},
+            "left_in_drawer": {"SEK": 20_000}, "removed": {"SEK": 0}, "note": None,
+            "counted_by": {}, "system": True, "reason": "auto_close",
+            "due_at": "2024-06-01T22:00:00Z", "business_date": "2024-06-01", "recounts": 0}),
+            after=[("report.issued", "2024-06-01T22:00:00Z", {
+                "kind": "z", "number": 1, "copy": False, "copy_number": 0})]),
+        # Opens by itself with the 200.00 carried on (and the card's 30.00); one close refused
+        # for the difference, then closed 5.00 short with a manager's approval; the count is
+        # corrected to 2.00 short afterwards.
+        "a-2": r1.session("a-2", "2024-06-02T08:00:00Z", [
+            cash_sale("2024-06-02T09:00:00Z", sek(1_000), sek(0), sek(1_000)),
+            ("cmd.rejected", "2024-06-02T17:00:00Z", {
+                "command": "session.close", "code": "recount_required"}),
+        ], {"SEK": 20_000}, ("2024-06-02T17:05:00Z", {
+            "counted": {"SEK": 20_500}, "left_in_drawer": {"SEK": 10_000}, "recounts": 1,
+            "approval": {"employee": "mia", "role": "manager", "reason": "coins missing"}}),
+            after=[("report.issued", "2024-06-02T17:05:01Z", {
+                "kind": "z", "number": 2, "copy": False, "copy_number": 0}),
+                   ("session.corrected", "2024-06-02T18:00:00Z", {
+                       "counted": {"SEK": 20_800}, "counted_before": {"SEK": 20_500},
+                       "approval": {"employee": "mia", "role": "manager",
+                                    "reason": "3.00 found under the tray"}})],
+            automatic=True),
+        # Training: 5.00 short, never in a total, no Z number.
+        "t-1": r2.session("t-1", "2024-06-01T12:00:00Z", [
+            cash_sale("2024-06-01T12:30:00Z", sek(2_000), sek(0), sek(2_000)),
+        ], {"SEK": 5_000}, ("2024-06-01T13:00:00Z", {
+            "counted": {"SEK": 6_500}, "left_in_drawer": {"SEK": 5_000}}),
+            after=[("report.issued", "2024-06-01T13:00:01Z", {
+                "kind": "z", "number": None, "copy": False, "copy_number": 0,
+                "training": True})], training=True),
+    }
 
 
 SESSIONS = build_sessions()
@@ -174,7 +236,7 @@ class Api:
 
 @pytest.fixture
 async def api(storage: Storage) -> AsyncIterator[Api]:
-    server = HttpServer(create_app(storage, stores=["S1", "S2", "S9"]), "127.0.0.1", 0)
+    server = HttpServer(create_app(storage, stores=["S1", "S2", "S3", "S9"]), "127.0.0.1", 0)
     task = asyncio.create_task(server.run())
     try:
         async with asyncio.timeout(10):
@@ -207,27 +269,33 @@ async def test_discrepancy_summary(api: Api) -> None:
                               "total": {"EUR": 50, "SEK": -350}}
     assert view["currencies"] == {"EUR": 2, "SEK": 2}
     assert all(type(v) is int for t in view["totals"].values() for v in t.values())
+    assert (view["training_sessions"], view["sessions_without_count"]) == (0, 0)
+    assert not any(s["training"] for s in view["sessions"])
 
 
 async def test_cash_summary(api: Api) -> None:
     view = await api.json(f"{API}/S1/cash?from=2024-05-01T00:00:00Z&to=2024-05-03T00:00:00Z")
     # Gross = tendered − change: 149.50 + 100.00 + 80.00 + 30.00 SEK, 10.00 EUR.
-    assert view["totals"] == {"sessions": 4, "gross": {"EUR": 1_000, "SEK": 35_950},
+    assert view["totals"] == {"sessions": 4, "training_sessions": 0,
+                              "gross": {"EUR": 1_000, "SEK": 35_950},
                               "refunds": {"EUR": 0, "SEK": 3_000},
                               "net": {"EUR": 1_000, "SEK": 32_950},
                               "cash_sales_count": 5, "cash_refunds_count": 2}
     assert view["registers"] == [
-        {"store": "S1", "register": "R1", "sessions": 2, "gross": {"SEK": 24_950},
+        {"store": "S1", "register": "R1", "sessions": 2, "training_sessions": 0,
+         "gross": {"SEK": 24_950},
          "refunds": {"SEK": 2_000}, "net": {"SEK": 22_950}, "cash_sales_count": 2,
          "cash_refunds_count": 1},
-        {"store": "S1", "register": "R2", "sessions": 2, "gross": {"EUR": 1_000, "SEK": 11_000},
+        {"store": "S1", "register": "R2", "sessions": 2, "training_sessions": 0,
+         "gross": {"EUR": 1_000, "SEK": 11_000},
          "refunds": {"EUR": 0, "SEK": 1_000}, "net": {"EUR": 1_000, "SEK": 10_000},
          "cash_sales_count": 3, "cash_refunds_count": 1}]
     # Another store's sessions never show; an unknown-but-served store is empty.
     other = await api.json(f"{API}/S2/cash")
     assert other["totals"]["gross"] == {"SEK": 999_900}
     empty = await api.json(f"{API}/S9/cash")
-    assert empty["totals"] == {"sessions": 0, "gross": {}, "refunds": {}, "net": {},
+    assert empty["totals"] == {"sessions": 0, "training_sessions": 0, "gross": {},
+                               "refunds": {}, "net": {},
                                "cash_sales_count": 0, "cash_refunds_count": 0}
     assert empty["registers"] == [] and empty["currencies"] == {}
 
@@ -243,7 +311,8 @@ async def test_session_list_sorted_every_way(api: Api) -> None:
     first = view["sessions"][0]
     assert first == {"store": "S1", "register": "R3", "session_id": "r3-1", "number": 1,
                      "status": "closed", "opened_at": "2024-04-20T08:00:00Z",
-                     "closed_at": "2024-04-20T17:00:00Z", "opened_by": "anna",
+                     "closed_at": "2024-04-20T17:00:00Z", "training": False,
+                     "opened_by": "anna",
                      "closed_by": "bo", "discrepancy_start": {"SEK": 0},
                      "discrepancy_end": {"SEK": 1_000}, "discrepancy": {"SEK": 1_000}}
     by_start = ["r3-1", "r2-1", "r1-1", "r1-2", "r2-2"]
@@ -296,20 +365,127 @@ async def test_session_detail(api: Api) -> None:
                          "employee": "anna"}],
         "payments_by_type": {"cash": {"SEK": 12_950}, "card": {"SEK": 32_000}},
         "payment_counts": {"cash": 2, "card": 1}, "total_sales": {"SEK": 44_950},
-        "drawer_openings": {"sale": 1, "refund": 1}, "expected_cash": {"SEK": 82_950},
+        # Per payment type: cash opens with the float, takes 149.50 − 20.00, loses the 300.00
+        # removed: its balance is the expected cash; the card takes 320.00.
+        "balances": {
+            "cash": {"opening": {"SEK": 100_000}, "payments": {"SEK": 12_950}, "deposits": {},
+                     "withdrawals": {"SEK": 30_000}, "balance": {"SEK": 82_950}},
+            "card": {"opening": {}, "payments": {"SEK": 32_000}, "deposits": {},
+                     "withdrawals": {}, "balance": {"SEK": 32_000}}},
+        "rounding": {}, "training": False,
+        "drawer_openings": {"sale": 1, "refund": 1, "no_sale": 1}, "no_sale_openings": 1,
+        "recount_attempts": 0, "x_printed": 1, "z_number": 1, "z_copies": 0,
+        "expected_cash": {"SEK": 82_950},
         "counted": {"SEK": 82_800}, "expected": {"SEK": 82_950}, "discrepancy": {"SEK": -150},
         "left_in_drawer": {"SEK": 50_000}, "removed": {"SEK": 32_800},
+        "system_close": False, "approval": None, "recounts": 0, "corrections": [],
         "currencies": {"SEK": 2}}
     assert {k: v for k, v in detail.items() if k != "details"} == expected
     assert set(detail["details"]) == {"inventory", "opening_counts", "counter_runs"}
     still_open = await api.json(f"{API}/S1/sessions/r2-2")
     assert still_open["status"] == "open" and still_open["closed_at"] is None
     assert still_open["counted"] is None and still_open["removed"] is None
+    assert (still_open["system_close"], still_open["approval"], still_open["recounts"],
+            still_open["corrections"], still_open["z_number"]) == (None, None, None, None, None)
+    assert still_open["balances"]["cash"]["balance"] == still_open["expected_cash"]
     assert still_open["expected_cash"] == {"SEK": 23_000}
     assert still_open["expected_start"] == {"EUR": 0, "SEK": 20_000}  # r2-1 left no EUR
     for path in ("S1/sessions/nope", "S2/sessions/r1-1"):  # unknown, or another store's
         reply = await api.get(f"{API}/{path}")
         assert reply.status == 404 and "no session" in reply.json()["detail"]
+
+
+async def test_training_and_uncounted_closes_stay_out_of_totals(api: Api) -> None:
+    disc = await api.json(f"{API}/S3/discrepancies")
+    by_id = {s["session_id"]: s for s in disc["sessions"]}
+    assert [s["session_id"] for s in disc["sessions"]] == ["a-1", "t-1", "a-2"]  # all listed
+    # a-1 closed by the system: no count, so its end is unknown, not 0; a-2's end is the
+    # corrected count's -2.00; training t-1's -5.00 is shown, and only shown.
+    assert (by_id["a-1"]["start"], by_id["a-1"]["end"], by_id["a-1"]["total"]) == (
+        {"SEK": 0}, None, {"SEK": 0})
+    assert by_id["a-2"]["end"] == {"SEK": -200} and by_id["a-2"]["training"] is False
+    assert by_id["t-1"]["training"] is True and by_id["t-1"]["end"] == {"SEK": -500}
+    assert disc["totals"] == {"start": {"SEK": 0}, "end": {"SEK": -200},
+                              "total": {"SEK": -200}}
+    assert (disc["training_sessions"], disc["sessions_without_count"]) == (1, 1)
+
+    cash = await api.json(f"{API}/S3/cash")
+    # a-1's 100.00 (rounded) and a-2's 10.00; training t-1's 20.00 is not cash taken.
+    assert cash["totals"] == {"sessions": 2, "training_sessions": 1, "gross": {"SEK": 11_000},
+                              "refunds": {"SEK": 0}, "net": {"SEK": 11_000},
+                              "cash_sales_count": 2, "cash_refunds_count": 0}
+    assert cash["registers"][1] == {
+        "store": "S3", "register": "R2", "sessions": 0, "training_sessions": 1, "gross": {},
+        "refunds": {}, "net": {}, "cash_sales_count": 0, "cash_refunds_count": 0}
+
+    # The list: every session, flagged; the filter picks them.
+    listed = await api.json(f"{API}/S3/sessions")
+    assert [(s["session_id"], s["training"], s["discrepancy_end"], s["discrepancy"])
+            for s in listed["sessions"]] == [
+        ("a-1", False, None, {"SEK": 0}), ("t-1", True, {"SEK": -500}, {"SEK": -500}),
+        ("a-2", False, {"SEK": -200}, {"SEK": -200})]
+    ids_of = [s["session_id"] for s in (await api.json(
+        f"{API}/S3/sessions?training=exclude&sort=discrepancy&order=desc"))["sessions"]]
+    assert ids_of == ["a-2", "a-1"]
+    only = (await api.json(f"{API}/S3/sessions?training=only"))["sessions"]
+    assert [s["session_id"] for s in only] == ["t-1"]
+    assert (await api.get(f"{API}/S3/sessions?training=maybe")).status == 422
+
+    # CSV: training marked, an unknown end empty, the total rows without either.
+    rows = (await api.get(f"{API}/S3/discrepancies?format=csv")).csv()
+    assert [(r["row_type"], r["session_id"], r["training"], r["end_minor"], r["total_minor"])
+            for r in rows] == [("session", "a-1", "false", "", "0"),
+                               ("session", "t-1", "true", "-500", "-500"),
+                               ("session", "a-2", "false", "-200", "-200"),
+                               ("total", "", "", "-200", "-200")]
+    rows = (await api.get(f"{API}/S3/cash?format=csv")).csv()
+    assert [(r["row_type"], r["register"], r["sessions"], r["training_sessions"],
+             r["gross_minor"]) for r in rows] == [
+        ("register", "R1", "2", "0", "11000"), ("register", "R2", "0", "1", ""),
+        ("total", "", "2", "1", "11000")]
+    rows = (await api.get(f"{API}/S3/sessions?training=only&format=csv")).csv()
+    assert [(r["session_id"], r["training"]) for r in rows] == [("t-1", "true")]
+
+
+async def test_session_detail_of_a_system_close_and_a_corrected_close(api: Api) -> None:
+    auto = await api.json(f"{API}/S3/sessions/a-1")
+    assert auto["system_close"] is True and auto["closed_by"] == "bo"
+    assert auto["counted"] is None and auto["discrepancy"] is None  # nobody counted
+    assert (auto["expected"], auto["left_in_drawer"], auto["removed"]) == (
+        {"SEK": 20_000}, {"SEK": 20_000}, {"SEK": 0})
+    assert auto["rounding"] == {"SEK": -49}
+    assert auto["balances"] == {
+        "cash": {"opening": {"SEK": 10_000}, "payments": {"SEK": 10_000}, "deposits": {},
+                 "withdrawals": {}, "balance": {"SEK": 20_000}},
+        "card": {"opening": {}, "payments": {"SEK": 5_000}, "deposits": {},
+                 "withdrawals": {"SEK": 2_000}, "balance": {"SEK": 3_000}}}
+    assert (auto["z_number"], auto["approval"], auto["recounts"], auto["corrections"]) == (
+        1, None, 0, [])
+    assert auto["details"]["reason"] == "auto_close"
+    assert auto["details"]["due_at"] == "2024-06-01T22:00:00Z"
+    assert auto["details"]["business_date"] == "2024-06-01"
+
+    corrected = await api.json(f"{API}/S3/sessions/a-2")
+    assert corrected["automatic"] is True and corrected["expected_start"] == {"SEK": 20_000}
+    assert corrected["balances"]["card"] == {
+        "opening": {"SEK": 3_000}, "payments": {}, "deposits": {}, "withdrawals": {},
+        "balance": {"SEK": 3_000}}  # carried on from a-1
+    assert corrected["approval"] == {"employee": "mia", "role": "manager",
+                                     "reason": "coins missing"}
+    assert (corrected["recounts"], corrected["recount_attempts"], corrected["z_number"]) == (
+        1, 1, 2)
+    # The count as corrected: 208.00 of 210.00 expected.
+    assert (corrected["counted"], corrected["discrepancy"], corrected["removed"]) == (
+        {"SEK": 20_800}, {"SEK": -200}, {"SEK": 10_800})
+    assert corrected["corrections"] == [{
+        "ts": "2024-06-02T18:00:00Z", "employee": "anna",
+        "approval": {"employee": "mia", "role": "manager",
+                     "reason": "3.00 found under the tray"},
+        "counted_before": {"SEK": 20_500}, "counted": {"SEK": 20_800}}]
+
+    training = await api.json(f"{API}/S3/sessions/t-1")
+    assert training["training"] is True and training["z_number"] is None
+    assert training["system_close"] is False and training["discrepancy"] == {"SEK": -500}
 
 
 async def test_registers_and_alarms(api: Api, storage: Storage) -> None:
@@ -360,7 +536,7 @@ async def test_csv_downloads(api: Api) -> None:
         'attachment; filename="S1-sessions-20240501T000000Z_20240502T000000Z'
         '-discrepancy-desc.csv"')
     assert reply.body.startswith(b"store,register,session_id,number,status,opened_at,"
-                                 b"closed_at,opened_by,closed_by,currency,"
+                                 b"closed_at,training,opened_by,closed_by,currency,"
                                  b"discrepancy_start_minor,discrepancy_start,"
                                  b"discrepancy_end_minor,discrepancy_end,discrepancy_minor,"
                                  b"discrepancy\r\n")
@@ -369,6 +545,7 @@ async def test_csv_downloads(api: Api) -> None:
             for r in rows] == [("r2-1", "EUR", "50", "0.50"), ("r2-1", "SEK", "-200", "-2.00"),
                                ("r1-1", "SEK", "-150", "-1.50")]
     assert rows[2]["opened_at"] == "2024-05-01T08:00:00Z" and rows[2]["status"] == "closed"
+    assert rows[2]["training"] == "false"
 
     reply = await api.get(f"{API}/S1/discrepancies?{day}&format=csv")
     assert reply.headers["Content-Disposition"].startswith(
@@ -453,7 +630,8 @@ async def test_openapi_and_docs(api: Api) -> None:
         "discrepancies", "cash", "sessions", "sessions/{session_id}", "registers", "alarms")}
     sessions = doc["paths"][f"{API}/{{store}}/sessions"]["get"]
     params = {p["name"]: p for p in sessions["parameters"]}
-    assert set(params) == {"store", "from", "to", "tz", "sort", "order", "format"}
+    assert set(params) == {"store", "from", "to", "tz", "sort", "order", "format", "training"}
+    assert params["training"]["schema"]["enum"] == ["include", "exclude", "only"]
     assert params["sort"]["schema"]["enum"] == ["start", "end", "discrepancy"]
     assert set(sessions["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     amounts = doc["components"]["schemas"]["SessionItem"]["properties"]["discrepancy"]

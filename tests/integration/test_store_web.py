@@ -69,12 +69,15 @@ class Register:
     def session(self, sid: str, opened: str, starting_float: dict[str, int],
                 events: list[tuple[str, str, dict[str, Any]]],
                 closed: tuple[str, dict[str, Any]] | None = None, *,
-                automatic: bool = False) -> SessionRow:
+                automatic: bool = False, training: bool = False,
+                after: list[tuple[str, str, dict[str, Any]]] | None = None) -> SessionRow:
+        """``after``: events that follow the close (its Z report)."""
         opening = ("session.opened", opened, {
             "number": self.state.sessions_opened + 1, "automatic": automatic,
-            "starting_float": starting_float,
+            "starting_float": starting_float, "training": training,
             "expected_start": self.state.next_expected_start(), "note": "morning float"})
-        steps = [opening, *events, *([("session.closed", *closed)] if closed else [])]
+        steps = [opening, *events, *([("session.closed", *closed)] if closed else []),
+                 *(after or [])]
         fold([LedgerEvent(t, sid, ts, "e17", data) for t, ts, data in steps], self.state)
         session = self.state.open_session if closed is None else self.state.last_closed
         assert session is not None and session.session_id == sid
@@ -85,6 +88,11 @@ def cash_sale(ts: str, tendered: dict[str, Any], change: dict[str, Any],
               amount: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     return ("payment.recorded", ts, {"kind": "cash_sale", "amount": amount,
                                      "tendered": tendered, "change": change, "reference": "o1"})
+
+
+def z_report(ts: str, number: int | None) -> tuple[str, str, dict[str, Any]]:
+    return ("report.issued", ts, {"kind": "z", "number": number, "copy": False,
+                                  "copy_number": 0})
 
 
 def build_sessions() -> list[SessionRow]:
@@ -103,10 +111,14 @@ def build_sessions() -> list[SessionRow]:
             ("session.adjusted", "2024-05-01T12:00:00Z", {
                 "direction": "remove", "amount": money(30_000), "note": "safe drop"}),
         ], ("2024-05-01T16:00:00Z", {"counted": {"SEK": 82_800},
-                                     "left_in_drawer": {"SEK": 50_000}, "note": "end of day"})),
-        # Opened by itself with the 500.00 left: still open.
+                                     "left_in_drawer": {"SEK": 50_000}, "note": "end of day"}),
+            after=[z_report("2024-05-01T16:00:01Z", 1)]),
+        # Opened by itself with the 500.00 left: still open. A 49.75 sale paid with 50.00 in
+        # cash (SEK rounds cash to whole kronor: +0.25).
         r1.session("r1-2", "2024-05-01T16:30:00Z", {"SEK": 50_000}, [
-            cash_sale("2024-05-01T16:30:00Z", money(5_000), money(0), money(5_000)),
+            ("payment.recorded", "2024-05-01T16:30:00Z", {
+                "kind": "cash_sale", "amount": money(5_000), "tendered": money(5_000),
+                "change": money(0), "sale_amount": money(4_975), "rounding": money(25)}),
         ], automatic=True),
         # 5.00 over at close, then the next one starts 5.00 short and ends 1.00 short.
         r2.session("r2-1", "2024-05-01T07:00:00Z", {"SEK": 20_000}, [
@@ -125,14 +137,29 @@ def build_sessions() -> list[SessionRow]:
                       money(1_500, "JPY")),
         ], ("2024-05-01T15:00:00Z", {"counted": {"JPY": 11_480},
                                      "left_in_drawer": {"JPY": 10_000}})),
+        # Training, 3.00 short: listed and marked, never in a total.
+        Register("S1", "R4").session("t-1", "2024-05-01T10:00:00Z", {"SEK": 10_000}, [
+            cash_sale("2024-05-01T10:30:00Z", money(2_000), money(0), money(2_000)),
+        ], ("2024-05-01T11:00:00Z", {"counted": {"SEK": 11_700},
+                                     "left_in_drawer": {"SEK": 10_000}}),
+            training=True, after=[z_report("2024-05-01T11:00:01Z", None)]),
+        # Closed by the register at 23:59 in Stockholm, nobody counting: no discrepancy at end.
+        Register("S1", "R5").session("a-1", "2024-05-01T11:00:00Z", {"SEK": 10_000}, [], (
+            "2024-05-01T21:59:00Z", {
+                "counted": None, "discrepancy": None, "expected": {"SEK": 10_000},
+                "left_in_drawer": {"SEK": 10_000}, "removed": {"SEK": 0}, "note": None,
+                "counted_by": {}, "system": True, "reason": "auto_close",
+                "due_at": "2024-05-01T21:59:00Z", "business_date": "2024-05-01"}),
+            after=[z_report("2024-05-01T21:59:00Z", 1)]),
         # Another store's session never shows.
         Register("S2", "R1").session("s2-1", "2024-05-01T08:00:00Z", {"SEK": 0}, [
             cash_sale("2024-05-01T08:30:00Z", money(999_900), money(0), money(999_900))]),
     ]
 
 
-# Sorted by the size of start + end discrepancy: 6.00, 5.00, 1.50, 20 yen, 0.
-BY_DISCREPANCY_DESC = ["r2-2", "r2-1", "r1-1", "r3-1", "r1-2"]
+# Sorted by the size of start + end discrepancy: 6.00, 5.00, 3.00 (training), 1.50, 20 yen,
+# then 0 for the open one and the one nobody counted (newest first).
+BY_DISCREPANCY_DESC = ["r2-2", "r2-1", "t-1", "r1-1", "r3-1", "r1-2", "a-1"]
 
 
 # -- Chromium ---------------------------------------------------------------------------------
@@ -269,13 +296,22 @@ def drive(base: str, tmp_path: Path) -> None:
         assert not driver.find_elements(By.CSS_SELECTOR, ".section-error")
 
         # Newest first: opening times shown in the store's zone (08:00 UTC is 10:00 there).
-        assert session_order(driver) == ["r1-2", "r2-2", "r3-1", "r1-1", "r2-1"]
+        assert session_order(driver) == ["r1-2", "r2-2", "a-1", "t-1", "r3-1", "r1-1", "r2-1"]
         sessions = driver.find_element(By.ID, "sessions-table")
         assert figures(sessions, "tr[data-session-id=r1-1]") == [
             "2024-05-01 10:00", "2024-05-01 18:00", "R1 #1", "Closed", "-1.50 SEK"]
         assert figures(sessions, "tr[data-session-id=r1-2]") == [
             "2024-05-01 18:30", "—", "R1 #2", "Open", "0.00 SEK"]
         assert figures(sessions, "tr[data-session-id=r3-1]")[-1] == "-20 JPY"
+        # Training: marked in the list; the auto-closed one: its end was not counted.
+        training = driver.find_element(By.CSS_SELECTOR, "tr[data-session-id=t-1]")
+        assert training.get_attribute("data-training") == "true"
+        assert figures(sessions, "tr[data-session-id=t-1]")[2:] == [
+            "R4 #1", "Closed Training", "-3.00 SEK"]
+        assert not driver.find_elements(By.CSS_SELECTOR,
+                                        "tr[data-session-id=r1-1][data-training]")
+        assert figures(sessions, "tr[data-session-id=a-1]")[1:] == [
+            "2024-05-01 23:59", "R5 #1", "Closed", "0.00 SEK\nnot counted"]
         cell = driver.find_element(By.CSS_SELECTOR,
                                    "tr[data-session-id=r1-1] td[data-figure=discrepancy]")
         assert cell.value_of_css_property("text-align") == "right"
@@ -290,6 +326,14 @@ def drive(base: str, tmp_path: Path) -> None:
             "R1 #1", "2024-05-01 10:00", "0.00 SEK", "-1.50 SEK", "-1.50 SEK"]
         assert figures(disc, "#disc-sessions tr[data-session-id=r2-2]")[2:] == [
             "-5.00 SEK", "-1.00 SEK", "-6.00 SEK"]
+        # The totals above leave out t-1's -3.00 and a-1's unknown end, and say so.
+        assert figures(disc, "#disc-sessions tr[data-session-id=t-1]") == [
+            "R4 #1 Training", "2024-05-01 12:00", "0.00 SEK", "-3.00 SEK", "-3.00 SEK"]
+        assert figures(disc, "#disc-sessions tr[data-session-id=a-1]")[2:] == [
+            "0.00 SEK", "not counted", "0.00 SEK"]
+        assert text(driver, "#disc-note") == (
+            "Not in the totals: 1 training session; the end of 1 session closed without a "
+            "count.")
 
         # Cash payments: gross = tendered − change, refunds, net.
         cash = driver.find_element(By.ID, "cash")
@@ -297,7 +341,8 @@ def drive(base: str, tmp_path: Path) -> None:
             "SEK", "309.50 SEK", "30.00 SEK", "279.50 SEK"]
         assert figures(cash, "#cash-table tr[data-currency=JPY]") == [
             "JPY", "1500 JPY", "0 JPY", "1500 JPY"]
-        assert text(driver, "#cash-counts") == "5 cash payments and 2 refunds in 5 sessions."
+        assert text(driver, "#cash-counts") == (
+            "5 cash payments and 2 refunds in 6 sessions; 1 training session left out.")
         assert "999" not in cash.text  # store S2's sale
 
         # Registers: online status and device alarms; the store's alarms in the range.
@@ -365,7 +410,7 @@ def drive(base: str, tmp_path: Path) -> None:
             "Status": "Closed", "Opened": "2024-05-01 10:00", "Opened by": "e17",
             "Opened automatically": "No", "Opening note": "morning float",
             "Closed": "2024-05-01 18:00", "Closed by": "e17", "Closing note": "end of day",
-            "Total sales": "449.50 SEK", "Session id": "r1-1"}
+            "Z report": "1", "Total sales": "449.50 SEK", "Session id": "r1-1"}
 
         def figure(key: str) -> list[str]:
             return figures(dialog, f"tr[data-figure={key}]")
@@ -390,6 +435,13 @@ def drive(base: str, tmp_path: Path) -> None:
             "Total sales", "", "449.50 SEK"]
         assert figures(dialog, "tr[data-cause=sale]") == ["Sale", "1"]
         assert figures(dialog, "tr[data-cause=refund]") == ["Refund", "1"]
+        # Balances per payment type and currency: opening, payments, deposits, withdrawals,
+        # balance; cash's balance is the expected cash.
+        assert figures(dialog, "tr[data-balance=cash][data-currency=SEK]") == [
+            "Cash", "1000.00 SEK", "129.50 SEK", "0.00 SEK", "300.00 SEK", "829.50 SEK"]
+        assert figures(dialog, "tr[data-balance=card][data-currency=SEK]") == [
+            "Card", "0.00 SEK", "320.00 SEK", "0.00 SEK", "0.00 SEK", "320.00 SEK"]
+        assert not dialog.find_elements(By.CSS_SELECTOR, "tr[data-figure=rounding]")
         driver.find_element(By.ID, "detail-close").click()
         until(driver, lambda d: d.find_element(By.ID, "detail").get_attribute("open") is None,
               "the detail to close")
@@ -401,7 +453,38 @@ def drive(base: str, tmp_path: Path) -> None:
             "data-session-id") == "r1-2", "the detail of r1-2")
         assert figure("expected_start") == ["Left by the previous session", "500.00 SEK"]
         assert figure("expected_cash") == ["Expected cash now", "550.00 SEK"]
+        assert figure("rounding") == ["Cash rounding (in the payments)", "0.25 SEK"]
         assert not dialog.find_elements(By.CSS_SELECTOR, "tr[data-figure=counted]")
+        assert not dialog.find_elements(By.CSS_SELECTOR, "[data-field=z_report]")
+        driver.find_element(By.ID, "detail-close").click()
+        until(driver, lambda d: d.find_element(By.ID, "detail").get_attribute("open") is None,
+              "the detail to close")
+
+        # Closed by the register itself: nobody counted, so no counted cash, no discrepancy.
+        driver.find_element(
+            By.CSS_SELECTOR, "#sessions-table tr[data-session-id=a-1] button.open-detail").click()
+        until(driver, lambda d: d.find_element(By.ID, "detail-body").get_attribute(
+            "data-session-id") == "a-1", "the detail of a-1")
+        assert text(driver, "[data-field=closed_by] dd") == (
+            "System (automatic close, due 2024-05-01 23:59, business day 2024-05-01), "
+            "not counted")
+        assert text(driver, "[data-field=z_report] dd") == "1"
+        assert figure("counted") == ["Counted", "not counted"]
+        assert figure("discrepancy") == ["Discrepancy at close", "not counted"]
+        assert figure("left_in_drawer") == ["Left in drawer", "100.00 SEK"]
+        assert figures(dialog, "tr[data-balance=cash][data-currency=SEK]")[-1] == "100.00 SEK"
+        driver.find_element(By.ID, "detail-close").click()
+        until(driver, lambda d: d.find_element(By.ID, "detail").get_attribute("open") is None,
+              "the detail to close")
+
+        # A training session's detail: marked, no Z number.
+        driver.find_element(
+            By.CSS_SELECTOR, "#sessions-table tr[data-session-id=t-1] button.open-detail").click()
+        until(driver, lambda d: d.find_element(By.ID, "detail-body").get_attribute(
+            "data-session-id") == "t-1", "the detail of t-1")
+        assert text(driver, "#detail-h") == "Register R4 · session 1 Training"
+        assert text(driver, "[data-field=training] dd") == "Yes: not in any total"
+        assert text(driver, "[data-field=z_report] dd") == "None (training)"
         driver.find_element(By.ID, "detail-close").click()
         until(driver, lambda d: d.find_element(By.ID, "detail").get_attribute("open") is None,
               "the detail to close")

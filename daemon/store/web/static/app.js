@@ -90,6 +90,7 @@ function sessionRef(row) {
     status: row.status,
     openedAt: row.opened_at,
     closedAt: row.closed_at,
+    training: row.training === true, // listed, never in a total (the server leaves it out)
   };
 }
 
@@ -99,11 +100,14 @@ const read = {
     return {
       truncated: Boolean(json.truncated),
       sessions: (json.sessions || []).map((row) => ({
-        ...sessionRef(row), start: row.start || {}, end: row.end || {}, total: row.total || {},
+        // end null: closed without a count (auto-close), unknown rather than zero.
+        ...sessionRef(row), start: row.start || {}, end: row.end ?? null, total: row.total || {},
       })),
       start: json.totals?.start || {},
       end: json.totals?.end || {},
       total: json.totals?.total || {},
+      training: json.training_sessions ?? 0,
+      withoutCount: json.sessions_without_count ?? 0,
     };
   },
 
@@ -111,6 +115,7 @@ const read = {
     learnDigits(json);
     const figures = (f) => ({
       sessions: f?.sessions ?? 0,
+      training: f?.training_sessions ?? 0,
       gross: f?.gross || {},
       refunds: f?.refunds || {},
       net: f?.net ?? addTotals(f?.gross, negate(f?.refunds)),
@@ -135,6 +140,7 @@ const read = {
         openedBy: row.opened_by,
         closedBy: row.closed_by,
         discrepancy: row.discrepancy || {},
+        uncounted: row.status === 'closed' && row.discrepancy_end === null,
       })),
     };
   },
@@ -181,7 +187,11 @@ function el(tag, attrs = {}, ...children) {
   for (const [name, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
     if (name === 'class') node.className = value;
-    else if (name === 'dataset') Object.assign(node.dataset, value);
+    else if (name === 'dataset') {
+      for (const [key, v] of Object.entries(value)) {
+        if (v !== undefined && v !== null) node.dataset[key] = v; // absent, not "null"
+      }
+    }
     else node.setAttribute(name, value === true ? '' : String(value));
   }
   for (const child of children.flat()) {
@@ -230,6 +240,17 @@ function emptyRow(tbody, columns, text) {
 function statusBadge(status) {
   const open = status === 'open';
   return el('span', { class: `badge ${open ? 'open' : 'closed'}` }, open ? 'Open' : 'Closed');
+}
+
+function trainingBadge(s) {
+  return s.training ? el('span', { class: 'badge training', title: 'Training session: '
+    + 'shown, never in a total' }, 'Training') : null;
+}
+
+/** A close nobody counted (the register's auto-close): its discrepancy at end is unknown. */
+function notCounted() {
+  return el('span', { class: 'not-counted', title: 'Closed automatically without a count: '
+    + 'the discrepancy at close is unknown and not in the totals' }, 'not counted');
 }
 
 function sessionLabel(s) {
@@ -449,16 +470,26 @@ function renderDiscrepancies(json) {
       el('td', { class: 'num', dataset: { figure: 'end' } }, money(view.end[c] ?? 0, c)),
       el('td', { class: 'num', dataset: { figure: 'total' } }, money(view.total[c] ?? 0, c)))));
   }
+  const left = [];
+  if (view.training) left.push(plural(view.training, 'training session'));
+  if (view.withoutCount) {
+    left.push(`the end of ${plural(view.withoutCount, 'session')} closed without a count`);
+  }
+  const note = $('#disc-note');
+  note.textContent = left.length ? `Not in the totals: ${left.join('; ')}.` : '';
+  note.hidden = !left.length;
   const perSession = $('#disc-sessions tbody');
   if (!view.sessions.length) emptyRow(perSession, 5, 'No sessions in this range.');
   else {
     perSession.replaceChildren(...view.sessions.map((s) => el('tr',
-      { dataset: { sessionId: s.id } },
-      el('th', { scope: 'row' }, sessionLabel(s)),
+      { class: s.training ? 'training' : null,
+        dataset: { sessionId: s.id, training: s.training ? 'true' : null } },
+      el('th', { scope: 'row' }, sessionLabel(s), s.training ? ' ' : null, trainingBadge(s)),
       el('td', {}, time(s.openedAt)),
       el('td', { class: 'num', dataset: { figure: 'start' } }, totalsCell(s.start)),
       el('td', { class: 'num', dataset: { figure: 'end' } },
-        s.status === 'open' ? el('span', { class: 'none' }, 'open') : totalsCell(s.end)),
+        s.status === 'open' ? el('span', { class: 'none' }, 'open')
+          : s.end === null ? notCounted() : totalsCell(s.end)),
       el('td', { class: 'num', dataset: { figure: 'total' } }, totalsCell(s.total)))));
   }
   stackable($('#disc-totals'));
@@ -477,9 +508,10 @@ function renderCash(json) {
   const view = read.cash(json);
   const t = view.totals;
   truncatedNote($('#cash'), view.truncated);
-  $('#cash-counts').textContent = t.sessions
+  const training = t.training ? `; ${plural(t.training, 'training session')} left out` : '';
+  $('#cash-counts').textContent = t.sessions || t.training
     ? `${plural(t.sales, 'cash payment')} and ${plural(t.refundCount, 'refund')} in ` +
-      `${plural(t.sessions, 'session')}.`
+      `${plural(t.sessions, 'session')}${training}.`
     : '';
   const body = $('#cash-table tbody');
   const currencies = currenciesOf(t.gross, t.refunds, t.net);
@@ -516,16 +548,17 @@ function renderSessions(json, wanted) {
   if (!view.rows.length) emptyRow(body, 5, 'No sessions in this range.');
   else {
     body.replaceChildren(...view.rows.map((s) => el('tr',
-      { dataset: { sessionId: s.id, status: s.status } },
+      { class: s.training ? 'training' : null,
+        dataset: { sessionId: s.id, status: s.status, training: s.training ? 'true' : null } },
       el('td', {}, el('button', {
         type: 'button', class: 'link open-detail', 'aria-haspopup': 'dialog',
         'aria-label': `${time(s.openedAt).textContent}, session ${sessionLabel(s)}: details`,
       }, time(s.openedAt))),
       el('td', {}, s.closedAt ? time(s.closedAt) : el('span', { class: 'none' }, '—')),
       el('td', {}, sessionLabel(s)),
-      el('td', {}, statusBadge(s.status)),
+      el('td', {}, statusBadge(s.status), s.training ? ' ' : null, trainingBadge(s)),
       el('td', { class: 'num', dataset: { figure: 'discrepancy' } },
-        totalsCell(s.discrepancy)))));
+        totalsCell(s.discrepancy), s.uncounted ? notCounted() : null))));
   }
   stackable($('#sessions-table'));
   // The headings say the order only once the rows in that order are on the page.
@@ -653,6 +686,7 @@ const CASH_FIGURES = [
   ['cash_refunds', 'Cash refunds'],
   ['adjustments_added', 'Cash added'],
   ['adjustments_removed', 'Cash removed (adjustments)'],
+  ['rounding', 'Cash rounding (in the payments)'],
   ['expected_cash', 'Expected cash'],
   ['expected', 'Expected at close'],
   ['counted', 'Counted'],
@@ -668,6 +702,16 @@ const COUNT_FIGURES = [
   ['left_counts', 'Left in drawer'],
   ['inventory', 'In the drawer (by the movements)'],
 ];
+// A payment type's balance, in the order it adds up; [key, column heading].
+const BALANCE_PARTS = [
+  ['opening', 'Opening'],
+  ['payments', 'Payments'],
+  ['deposits', 'Deposits'],
+  ['withdrawals', 'Withdrawals'],
+  ['balance', 'Balance'],
+];
+// Figures a system close (auto-close) has none of: nobody counted.
+const UNCOUNTED = new Set(['counted', 'discrepancy']);
 const DRAWER_CAUSES = {
   sale: 'Sale', refund: 'Refund', adjustment: 'Adjustment', no_sale: 'No sale',
   unexpected: 'Unexpected (no kick)',
@@ -678,7 +722,9 @@ const SHOWN = new Set([
   'session_id', 'number', 'status', 'store', 'register', 'opened_at', 'closed_at',
   'opened_by', 'closed_by', 'automatic', 'note', 'close_note', 'counted_by', 'total_sales',
   'cash_sales_count', 'cash_refunds_count', 'adjustments', 'payments_by_type', 'payment_counts',
-  'drawer_openings', 'counter_runs', 'currencies',
+  'drawer_openings', 'counter_runs', 'currencies', 'training', 'balances', 'no_sale_openings',
+  'recount_attempts', 'x_printed', 'z_number', 'z_copies', 'system_close', 'approval',
+  'recounts', 'corrections', 'reason', 'due_at', 'business_date',
   ...CASH_FIGURES.map(([k]) => k), ...COUNT_FIGURES.map(([k]) => k),
 ]);
 
@@ -704,21 +750,27 @@ function table(caption, head, rows, numeric = []) {
 }
 
 function cashFigures(s) {
-  const present = CASH_FIGURES.filter(([key]) => isTotals(s[key]) &&
+  const uncounted = s.system_close === true;
+  const present = CASH_FIGURES.filter(([key]) => (isTotals(s[key]) ||
+    (uncounted && UNCOUNTED.has(key) && s[key] === null)) &&
     // A closed session's expected cash is its "expected at close".
-    !(key === 'expected_cash' && isTotals(s.expected)));
+    !(key === 'expected_cash' && isTotals(s.expected)) &&
+    // Rounding only where the register rounds cash.
+    !(key === 'rounding' && !currenciesOf(s.rounding).length));
   const currencies = currenciesOf(...present.map(([key]) => s[key]));
   if (!currencies.length) return null;
   const howMany = { cash_sales: s.cash_sales_count, cash_refunds: s.cash_refunds_count };
   const rows = present.map(([key, label]) => {
     const firstSession = key === 'discrepancy_at_start' && s.expected_start === null;
+    const unknown = s[key] === null; // a system close: nobody counted
     return el('tr', { dataset: { figure: key } },
       el('th', { scope: 'row' }, label,
         howMany[key] !== undefined ? ` (${howMany[key]})` : '',
         key === 'expected_cash' && s.status === 'open' ? ' now' : '',
         firstSession ? el('span', { class: 'hint' }, ' (first session of the register)') : ''),
       currencies.map((c) => el('td', { class: 'num' },
-        firstSession ? el('span', { class: 'none' }, '—') : money(s[key][c] ?? 0, c))));
+        firstSession ? el('span', { class: 'none' }, '—')
+          : unknown ? notCounted() : money(s[key][c] ?? 0, c))));
   });
   const by = s.counted_by;
   if (by && typeof by === 'object' && Object.keys(by).length) { // "person" or a counter's name
@@ -766,6 +818,46 @@ function payments(s) {
   }
   return part('Payments by type', table('Payments by type', ['Type', 'Payments', 'Amount'],
     rows, [1, 2]));
+}
+
+function balances(s) {
+  const byType = s.balances || {};
+  const types = Object.keys(byType).sort((a, b) => (a === 'cash' ? -1 : b === 'cash' ? 1
+    : a.localeCompare(b)));
+  const rows = types.flatMap((t) => {
+    const parts = byType[t] || {};
+    return currenciesOf(...BALANCE_PARTS.map(([key]) => parts[key])).map((c) => el('tr',
+      { dataset: { balance: t, currency: c } },
+      el('th', { scope: 'row' }, humanize(t)),
+      BALANCE_PARTS.map(([key]) => el('td', { class: 'num', dataset: { figure: key } },
+        money(parts[key]?.[c] ?? 0, c)))));
+  });
+  if (!rows.length) return null;
+  return part('Balances by payment type',
+    el('p', { class: 'explain' }, 'Balance = opening + payments + deposits − withdrawals; '
+      + 'the cash balance is the expected cash.'),
+    table('Balances per payment type and currency',
+      ['Type', ...BALANCE_PARTS.map(([, label]) => label)], rows, [1, 2, 3, 4, 5]));
+}
+
+function approvalText(a) {
+  if (!a || typeof a !== 'object') return undefined;
+  const who = a.role ? `${a.employee ?? '—'} (${a.role})` : (a.employee ?? '—');
+  return a.reason ? `${who}: ${a.reason}` : who;
+}
+
+function corrections(s) {
+  const list = Array.isArray(s.corrections) ? s.corrections : [];
+  if (!list.length) return null;
+  return part('Count corrections', table('Corrections of the count',
+    ['Time', 'By', 'Approved by', 'Counted before', 'Counted'],
+    list.map((c) => el('tr', {},
+      el('td', {}, time(c.ts)),
+      el('td', {}, c.employee ?? '—'),
+      el('td', {}, approvalText(c.approval) ?? '—'),
+      el('td', { class: 'num' }, c.counted_before === null ? notCounted()
+        : totalsCell(c.counted_before)),
+      el('td', { class: 'num' }, totalsCell(c.counted)))), [3, 4]));
 }
 
 function drawerOpenings(s) {
@@ -823,22 +915,36 @@ function renderDetail(json) {
   const s = read.session(json);
   const ref = sessionRef(s);
   $('#detail-h').textContent = `Register ${ref.register} · session ${ref.number}`;
+  if (ref.training) $('#detail-h').append(' ', trainingBadge(ref));
   const closed = ref.status === 'closed';
+  const system = closed && s.system_close === true;
+  const systemClose = [s.reason === 'auto_close' ? 'automatic close' : s.reason,
+    s.due_at ? `due ${time(s.due_at).textContent}` : null,
+    s.business_date ? `business day ${s.business_date}` : null].filter(Boolean).join(', ');
   const overview = dl([
     ['status', statusBadge(ref.status)],
+    ['training', ref.training ? 'Yes: not in any total' : undefined],
     ['opened', time(ref.openedAt)],
     ['opened_by', s.opened_by ?? '—'],
     ['opened_automatically', s.automatic ? 'Yes' : 'No'],
     ['opening_note', s.note || undefined],
     ['closed', closed ? time(ref.closedAt) : undefined],
-    ['closed_by', closed ? (s.closed_by ?? '—') : undefined],
+    ['closed_by', !closed ? undefined
+      : system ? `System${systemClose ? ` (${systemClose})` : ''}, not counted`
+        : (s.closed_by ?? '—')],
     ['closing_note', s.close_note || undefined],
+    ['approved_by', closed ? approvalText(s.approval) : undefined],
+    ['recounts', s.recounts || s.recount_attempts || undefined],
+    ['z_report', !closed ? undefined : s.z_number ?? (ref.training ? 'None (training)' : '—')],
+    ['x_reports', s.x_printed || undefined],
+    ['no_sale_openings', s.no_sale_openings || undefined],
     ['total_sales', isTotals(s.total_sales) ? totalsCell(s.total_sales) : undefined],
     ['session_id', el('code', {}, ref.id)],
   ]);
   const body = $('#detail-body');
-  body.replaceChildren(overview, cashFigures(s) ?? '', adjustments(s), payments(s),
-    drawerOpenings(s), denominationCounts(s) ?? '', otherFields(s) ?? '');
+  body.replaceChildren(overview, cashFigures(s) ?? '', balances(s) ?? '', corrections(s) ?? '',
+    adjustments(s), payments(s), drawerOpenings(s), denominationCounts(s) ?? '',
+    otherFields(s) ?? '');
   body.dataset.sessionId = ref.id;
 }
 
