@@ -125,6 +125,10 @@ resend_after = 1.0
 base_currency = "{CURRENCY}"
 accepted = ["{CURRENCY}", "EUR"]
 
+[reports]
+language = "sv"
+company = "{spec.title}"
+
 [devices.printer]
 model = "{spec.printer_model}"
 transport = {transport}
@@ -393,6 +397,10 @@ class RegisterRig:
 
     async def refill_paper(self) -> None:
         self.printer.paper_ok()
+
+    async def wait_printed(self, text: str) -> None:
+        await self.printer.wait_for(lambda: any(text in r.text for r in self.printer.receipts),
+                                    START_TIMEOUT)
 
 
 def _polled_since(sim: CcTalkSimulator, address: int, polls: int) -> bool:

@@ -139,17 +139,18 @@ class PrintedClose(SessionClose):
         async def print_them(sealed: list[SealedEvent]) -> None:
             head = _head(sealed)
             summary = session.summary()
+            # The slip first: the Z report is the last paper of the session.
+            if reports.slips and any((summary.get("removed") or {}).values()):
+                document = self._printer.slip("cash_removed", summary, session=session,
+                                              employee=employee, chain_head=head)
+                await self._printer.submit(view, f"{envelope.cmd_id}.slip", document,
+                                           _cause(envelope), "slip")
             if reports.print_z_at_close:
                 document = self._printer.report("z", summary, z_number=session.z_number,
                                                 copy_number=0, x_number=None,
                                                 grand_totals=grand, chain_head=head)
                 await self._printer.submit(view, f"{envelope.cmd_id}.z", document,
                                            _cause(envelope), "z_report")
-            if reports.slips and any((summary.get("removed") or {}).values()):
-                document = self._printer.slip("cash_removed", summary, session=session,
-                                              employee=employee, chain_head=head)
-                await self._printer.submit(view, f"{envelope.cmd_id}.slip", document,
-                                           _cause(envelope), "slip")
 
         outcome.after_commit = print_them
         return outcome
