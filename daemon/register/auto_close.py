@@ -23,7 +23,8 @@ from ..contract.events import utc_timestamp
 from ..journal.store import EventDraft, JournalError, SealedEvent
 from ..ledger import rules
 from ..ledger.calendar import CloseRule, closed_period_date, last_close_due, next_close
-from ..ledger.session import LedgerEvent, apply
+from ..ledger.session import LedgerEvent, LedgerState, Session, apply
+from .report_commands import ReportPrinter
 
 if TYPE_CHECKING:
     from .dispatch import CommandWorker
@@ -188,3 +189,18 @@ async def system_close(service: RegisterService, due_at: str) -> None:
     _LOGGER.info("session %s closed by auto-close due at %s (business day %s): %s left in the "
                  "drawer", session.number, due_at, period.isoformat(),
                  closed.closed.left_in_drawer if closed and closed.closed else {})
+    if closed is not None and service.config.reports.print_z_at_close:
+        await _print_z(service, closed, after, sealed)
+
+
+async def _print_z(service: RegisterService, closed: Session, ledger: LedgerState,
+                   sealed: list[SealedEvent]) -> None:
+    """The Z report of an auto-close on paper, as a close by a person prints it."""
+    printer = ReportPrinter(service.config)
+    if not printer.available(service):
+        return
+    document = printer.report("z", closed.summary(), z_number=closed.z_number, copy_number=0,
+                              x_number=None, grand_totals=copy.deepcopy(ledger.grand_totals),
+                              chain_head={"seq": sealed[-1].seq, "hash": sealed[-1].hash})
+    await printer.submit(service, f"auto-close.{closed.session_id}.z", document,
+                         {"cmd_id": None, "requester": "auto-close"}, "z_report")

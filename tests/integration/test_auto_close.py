@@ -284,3 +284,29 @@ async def test_a_close_between_busy_commands_keeps_the_journal_consistent(
             assert state.open_session.starting_float == {"SEK": 10000 + by_session[first]}
             assert state.open_session.expected_cash() == {"SEK": 10000 + sum(by_session.values())}
         assert in_memory(register) == refold(journal)
+
+
+async def test_an_auto_close_prints_its_z_report(
+        broker: MosquittoBroker, clock: FakeClock, pos: KassadClient, tmp_path: Path) -> None:
+    from kassad.simulators.printer.device import PrinterSimulator
+
+    async with PrinterSimulator() as printer:
+        port = await printer.serve_tcp()
+        config = write_config(
+            tmp_path / "r1.toml", port=broker.port, journal=tmp_path / "j.db", session=SESSION,
+            reports={"language": "en"},
+            devices={"printer": {"model": "TM-T20II", "status_interval": 0.1,
+                                 "transport": {"kind": "tcp", "host": "127.0.0.1",
+                                               "port": port}}})
+        async with running_register(config) as register:
+            await pos.send("session.open", {"starting_float": sek(100000)})
+            await pos.send("payment.record", {"kind": "cash_sale", "tendered": sek(5000)})
+            await waiting(clock)
+            clock.set(next_close(clock.now(), RULE, TZ) + timedelta(seconds=1))
+            await until(lambda: register.ledger.open_session is None, 10, "auto-close")
+            (z,) = await printer.wait_receipts(1)
+    assert "Z REPORT" in z.text and "Z no. 1" in z.text
+    assert "not counted" in z.text.lower()
+    issued = [e["data"] for e in journal_events(tmp_path / "j.db")
+              if e["type"] == "report.issued"]
+    assert [(d["kind"], d["number"]) for d in issued] == [("z", 1)]
