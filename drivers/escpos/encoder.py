@@ -28,9 +28,13 @@ carry control characters (the document refuses them); in raster data a DLE (0x10
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import io
+import json
 import logging
 import os
+import pickle
+import platform
 import re
 import tempfile
 import textwrap
@@ -137,6 +141,37 @@ def _capabilities_cache_dir() -> str:
     return tempfile.mkdtemp(prefix="kassad-escpos-")
 
 
+def _prepare_capabilities(directory: str) -> None:
+    """Write python-escpos's capabilities pickle into ``directory`` ourselves, atomically.
+
+    Its own write is a plain ``open(…, "wb")``: two processes importing it at once (two
+    registers starting on one machine, the demo) can read the other's half-written file and
+    fail with ``EOFError``, and a crash mid-write would leave a broken file for every later
+    start. The database is JSON, so ``json`` reads what its YAML loader reads.
+    """
+    source = importlib.resources.files("escpos") / "capabilities.json"
+    target = os.path.join(directory, f"{platform.python_version()}.capabilities.pickle")
+    with importlib.resources.as_file(source) as path:
+        try:
+            if os.path.getmtime(target) >= os.path.getmtime(path):
+                with open(target, "rb") as f:
+                    pickle.load(f)  # noqa: S301 - our own file, in our private directory
+                return
+        except (OSError, EOFError, pickle.UnpicklingError):
+            pass  # absent, older than the database, or broken: write it again
+        with open(path, encoding="utf-8") as f:
+            capabilities = json.load(f)
+    fd, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(capabilities, f)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 @cache
 def _escpos() -> tuple[Any, type[Exception]]:
     """Import python-escpos once, undoing what its import does to the process.
@@ -150,6 +185,7 @@ def _escpos() -> tuple[Any, type[Exception]]:
     had_env = _PICKLE_ENV in os.environ
     if not had_env:
         os.environ[_PICKLE_ENV] = _capabilities_cache_dir()
+        _prepare_capabilities(os.environ[_PICKLE_ENV])
     before = list(logging.root.handlers)
     try:
         # Deferred to the first encoder: importing this module must not run any of that.

@@ -450,3 +450,21 @@ def test_python_escpos_is_tamed(tmp_path):
     cache = tmp_path / ".cache" / "kassad" / "escpos"
     assert [p.name.endswith(".capabilities.pickle") for p in cache.iterdir()] == [True]
     assert cache.stat().st_mode & 0o777 == 0o700
+
+
+def test_processes_starting_together_or_after_a_broken_cache_all_get_an_encoder(tmp_path):
+    """python-escpos writes its pickle non-atomically; kassad writes it first, atomically."""
+    script = ("from kassad.drivers.escpos.encoder import MODELS, EscposEncoder\n"
+              "EscposEncoder(MODELS['TM-T20II'])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESCPOS_", "XDG_", "CACHE_"))}
+    env["HOME"] = str(tmp_path)
+    starts = [subprocess.Popen([sys.executable, "-c", script], env=env,
+                               stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in starts]
+    assert results == [(0, "")] * 8
+    cache = tmp_path / ".cache" / "kassad" / "escpos"
+    (pickle_file,) = cache.iterdir()
+    pickle_file.write_bytes(b"\x80\x04 half a pickle")  # a crash in the middle of a write
+    again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, check=False)
+    assert (again.returncode, again.stderr) == (0, "")
