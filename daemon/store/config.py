@@ -28,6 +28,13 @@ class HttpConfig(BaseModel):
     port: int = Field(8080, ge=0, le=65535, description="0: any free port (tests)")
 
 
+class SafeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id = Field(description="the safe's id: registers name it in cash.transfer_out/in")
+    name: str = Field("", description="as the store view shows it")
+
+
 class StoreConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KASSAD_STORE_", env_nested_delimiter="__", extra="forbid", frozen=True)
@@ -46,8 +53,15 @@ class StoreConfig(BaseSettings):
     reorder_timeout: Seconds = Field(2.0, description="a gap open this long: ctl/resync")
     batch: int = Field(200, ge=1, le=10_000)
     batch_window: Seconds = Field(0.05, description="wait this long to fill a batch")
+    safes: dict[Id, list[SafeConfig]] = Field(
+        default_factory=dict, description="store → its safes (issue 9): [[safes.S0421]] "
+                                          "id = \"SAFE1\", name = \"Back office\"")
     http: HttpConfig | None = Field(HttpConfig(), description="the store view; null: none")
     logging: LoggingConfig = LoggingConfig()
+
+    def safes_by_store(self) -> dict[str, dict[str, str]]:
+        return {store: {safe.id: safe.name or safe.id for safe in self.safes.get(store, [])}
+                for store in self.stores}
 
     @classmethod
     def settings_customise_sources(

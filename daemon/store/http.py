@@ -32,6 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from .. import __version__
 from ..contract.topics import ID_RE
 from . import views
+from .cashbook import CashBook
+from .safes import CashRuleError, SafeAction
 from .storage.base import SessionRow, SessionSort, Storage
 from .storage.schema import StorageError
 from .web import STATIC_DIR
@@ -240,6 +242,139 @@ class AlarmsView(Span):
     alarms: list[AlarmItem]
 
 
+# -- issue 9: safes and transfers -------------------------------------------------------------
+
+Employee = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_RE.pattern)]
+Reason = Annotated[str, Field(max_length=500)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Party(_Model):
+    kind: Literal["safe", "register"]
+    id: str
+
+
+class ByItem(_Model):
+    employee: str | None
+    role: str
+
+
+class TransferItem(_Model):
+    store: str
+    transfer_id: str
+    side: Literal["register", "safe"] = Field(description="who recorded it")
+    owner: str = Field(description="that register's or safe's id")
+    direction: Literal["out", "in"]
+    party: Party = Field(description="the other side as this one names it")
+    amounts: Amounts
+    ts: str
+    of_transfer: str | None = Field(description="an in: the out it names")
+    session_id: str | None = Field(description="a register's: the session that holds it")
+    employee: str | None
+    bag: str | None
+    seal: str | None
+    note: str | None
+    status: Literal["unreconciled", "reconciled"]
+    counterpart: str | None
+    by: ByItem | None = Field(description="who (un)reconciled it last (role system: "
+                                          "automatically)")
+    reason: str | None
+
+
+class StepItem(_Model):
+    ts: str
+    kind: str
+    subject: str
+    employee: str | None
+    role: str | None
+    reason: str | None
+    data: dict[str, Any]
+
+
+class SafeFiguresItem(_Model):
+    store: str
+    safe: str
+    name: str
+    declared: bool = Field(description="the start amount is declared")
+    start: Amounts
+    receipts: Amounts
+    floats_issued: Amounts
+    bank_deposits: Amounts
+    expected: Amounts = Field(description="start + receipts − floats issued − bank deposits")
+    last_count: dict[str, Any] | None = Field(description="the last count: counted, expected, "
+                                                          "discrepancy (counted − expected)")
+
+
+class SafesView(_Model):
+    store: str
+    safes: list[SafeFiguresItem]
+
+
+class SafeDetail(SafeFiguresItem):
+    ledger: list[StepItem]
+
+
+class SafeActionBody(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    amounts: dict[str, StrictInt] = Field(description=(
+        "minor units per currency (count: what was counted)"))
+    employee: Employee
+    register_: Annotated[str | None, Field(alias="register", pattern=ID_RE.pattern,
+                                           description="receipt: from; float: to")] = None
+    of_transfer: Annotated[str | None, Field(max_length=140, description=(
+        "receipt: the register's transfer out (reconciles by itself when it balances)"))] = None
+    bag: Text | None = None
+    seal: Text | None = None
+    note: Reason | None = None
+
+
+class SafeActionResult(_Model):
+    step: str
+    data: dict[str, Any]
+    figures: dict[str, Any]
+    transfer: TransferItem | None = Field(None, description="receipt and float: the safe's "
+                                                            "transfer (a float's id is what "
+                                                            "the register's transfer in names)")
+
+
+class TransfersView(_Model):
+    store: str
+    status: Literal["all", "reconciled", "unreconciled"]
+    transfers: list[TransferItem]
+    unreconciled: int
+    truncated: bool
+
+
+class TransferDetail(TransferItem):
+    steps: list[StepItem] = Field(description="every step with who and why, oldest first")
+
+
+class ReconcileBody(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    transfers: Annotated[list[Annotated[str, Field(max_length=140)]],
+                         Field(min_length=1, max_length=2, description=(
+                             "a pair (an out and an in), or one transfer alone"))]
+    employee: Employee
+    role: str = Field(description="manager: only a manager reconciles by hand")
+    reason: Reason | None = Field(None, description="required when the pair does not "
+                                                    "balance, and for one transfer alone")
+
+
+class UnreconcileBody(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    transfer_id: Annotated[str, Field(max_length=140)]
+    employee: Employee
+    role: str
+    reason: Reason
+
+
+class ChangedView(_Model):
+    transfers: list[TransferItem]
+
+
 # -- query parameters -----------------------------------------------------------------------------
 
 def date_range(
@@ -270,6 +405,9 @@ def store_id(store: StoreId, request: Request) -> str:
 
 
 Store = Annotated[str, Depends(store_id)]
+SafeId = Annotated[str, PathParam(pattern=ID_RE.pattern, description="safe id")]
+SafeActionName = Literal["declare_start", "receipt", "float", "bank_deposit", "count"]
+TransferStatus = Literal["all", "reconciled", "unreconciled"]
 _CSV: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {}}, "description": "the view (format=csv: CSV)"}}
 
@@ -285,9 +423,12 @@ def csv_response(text: str, filename: str, truncated: bool = False) -> Response:
 # -- the application ------------------------------------------------------------------------------
 
 
-def create_app(storage: Storage, stores: Sequence[str] | None = None) -> FastAPI:
+def create_app(storage: Storage, stores: Sequence[str] | None = None, *,
+               cashbook: CashBook | None = None) -> FastAPI:
     """The API over ``storage`` (opened and closed by its owner). With ``stores``, any other
-    store is 404; without, every store id is answered (with empty views if unknown)."""
+    store is 404; without, every store id is answered (with empty views if unknown).
+    ``cashbook``: safes and transfers (default: one with no safes, telling no register)."""
+    book = cashbook or CashBook(storage, {})
     app = FastAPI(title="kassad store aggregator", version=__version__,
                   description=(__doc__ or "").split("\n\n", 1)[1],
                   docs_url="/api/docs", redoc_url=None, openapi_url="/openapi.json")
@@ -382,7 +523,103 @@ def create_app(storage: Storage, stores: Sequence[str] | None = None) -> FastAPI
         return {"store": store, "from": span.start, "to": span.end, "truncated": truncated,
                 **view}
 
+    # -- issue 9: safes and transfers -----------------------------------------------------------
+
+    def transfer_dict(row: Any) -> dict[str, Any]:
+        return {name: getattr(row, name) for name in type(row).__dataclass_fields__}
+
+    def step_dict(step: Any) -> dict[str, Any]:
+        return {"ts": step.ts, "kind": step.kind, "subject": step.subject,
+                "employee": step.employee, "role": step.role, "reason": step.reason,
+                "data": step.data}
+
+    async def safe_item(store: str, safe: str) -> tuple[dict[str, Any], list[Any]]:
+        figures, steps = await book.safe_figures(store, safe)
+        return {"store": store, "name": book.safes[store][safe], **figures.as_dict()}, steps
+
+    @router.get("/safes", response_model=SafesView, responses=_CSV,
+                summary="The store's safes and their figures")
+    async def safes_list(store: Store, format: Format = "json") -> Any:
+        items = [(await safe_item(store, safe))[0] for safe in book.safes.get(store, {})]
+        if format == "csv":
+            return csv_response(views.safes_csv(items), f"{store}-safes.csv")
+        return {"store": store, "safes": items}
+
+    @router.get("/safes/{safe}", response_model=SafeDetail,
+                summary="One safe: its figures and its ledger, oldest first")
+    async def safe_detail(store: Store, safe: SafeId) -> Any:
+        item, steps = await safe_item(store, safe)
+        return {**item, "ledger": [step_dict(s) for s in steps]}
+
+    _ACTIONS: dict[str, SafeAction] = {"declare_start": "declare_start", "receipt": "receipt",
+                                       "float": "float", "bank_deposit": "bank_deposit",
+                                       "count": "count"}
+
+    @router.post("/safes/{safe}/{action}", response_model=SafeActionResult,
+                 summary="A step of the safe's ledger: declare_start, receipt (cash from a "
+                         "register), float (cash to a register), bank_deposit, count",
+                 responses={409: {"description": "refused by the safe's rules"}})
+    async def safe_action(store: Store, safe: SafeId,
+                          action: SafeActionName,
+                          body: SafeActionBody) -> Any:
+        return await book.safe_action(
+            store, safe, _ACTIONS[action], body.amounts, employee=body.employee,
+            register=body.register_, of_transfer=body.of_transfer, bag=body.bag,
+            seal=body.seal, note=body.note)
+
+    @router.get("/transfers", response_model=TransfersView, responses=_CSV,
+                summary="Cash transfers (registers' and safes'), oldest first")
+    async def transfers(store: Store, format: Format = "json",
+                        status: Annotated[TransferStatus, Query(
+                            description="the reconciliation tabs")] = "all") -> Any:
+        rows = await storage.transfers(store, status=None if status == "all" else status,
+                                       limit=MAX_ROWS + 1)
+        items = [transfer_dict(r) for r in rows[:MAX_ROWS]]
+        if format == "csv":
+            return csv_response(views.transfers_csv(items), f"{store}-transfers-{status}.csv",
+                                len(rows) > MAX_ROWS)
+        return {"store": store, "status": status, "transfers": items,
+                "unreconciled": sum(1 for t in items if t["status"] == "unreconciled"),
+                "truncated": len(rows) > MAX_ROWS}
+
+    @router.get("/transfers/{transfer_id}", response_model=TransferDetail,
+                summary="One transfer and its steps (who and why)")
+    async def transfer(store: Store,
+                       transfer_id: Annotated[str, PathParam(max_length=140)]) -> Any:
+        row = await storage.transfer(store, transfer_id)
+        if row is None:
+            raise HTTPException(404, f"no transfer {transfer_id!r} in store {store!r}")
+        steps = await storage.cash_steps(store, transfer_id)
+        return {**transfer_dict(row), "steps": [step_dict(s) for s in steps]}
+
+    @router.post("/transfers/reconcile", response_model=ChangedView,
+                 summary="A manager reconciles a pair, or one transfer alone",
+                 responses={400: {"description": "a reason is required"},
+                            403: {"description": "not a manager"},
+                            409: {"description": "already reconciled"}})
+    async def reconcile(store: Store, body: ReconcileBody) -> Any:
+        done = await book.reconcile(store, body.transfers, employee=body.employee,
+                                    role=body.role, reason=body.reason)
+        return {"transfers": [transfer_dict(r) for r in done]}
+
+    @router.post("/transfers/unreconcile", response_model=ChangedView,
+                 summary="A manager unreconciles a transfer and its counterpart, until the "
+                         "register session holding them has closed",
+                 responses={400: {"description": "a reason is required"},
+                            403: {"description": "not a manager"},
+                            409: {"description": "not reconciled, or its session closed"}})
+    async def unreconcile(store: Store, body: UnreconcileBody) -> Any:
+        done = await book.unreconcile(store, body.transfer_id, employee=body.employee,
+                                      role=body.role, reason=body.reason)
+        return {"transfers": [transfer_dict(r) for r in done]}
+
     app.include_router(router)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CashRuleError)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    app.add_exception_handler(CashRuleError, refused)
 
     async def storage_failed(request: Request, exc: Exception) -> Response:
         _LOGGER.error("store view %s: %s", request.url.path, exc)

@@ -28,6 +28,7 @@ from .storage.base import Alarm, EventRow, InsertResult, SessionRow, Storage, St
 _LOGGER = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any], bool], Awaitable[None]]  # topic, body, retain
+HOOK_TYPES = frozenset({"cash.transferred_out", "cash.transferred_in"})
 CLOSE_FIGURES = ("counted", "expected", "discrepancy", "left_in_drawer", "removed")
 
 
@@ -92,8 +93,12 @@ def session_row(store: str, register: str, session: Session) -> SessionRow:
 class Ingest:
     def __init__(self, storage: Storage, *, consumer: str, publish: Publish,
                  clock: Callable[[], float], reorder_timeout: float = 2.0,
-                 page: int = 1000) -> None:
+                 page: int = 1000,
+                 on_events: Callable[[list[EventRow]], Awaitable[None]] | None = None) -> None:
         self.storage = storage
+        # Hook (issue 9, the cash book): folded rows of HOOK_TYPES, after their sessions.
+        self.on_events = on_events
+        self._hooked: list[EventRow] = []
         self.consumer = consumer
         self._publish = publish
         self._clock = clock
@@ -167,6 +172,8 @@ class Ingest:
         return stream
 
     def _fold(self, stream: StreamFold, row: EventRow) -> None:
+        if self.on_events is not None and row.type in HOOK_TYPES:
+            self._hooked.append(row)
         event = json.loads(row.body)
         ledger = stream.ledger
         try:
@@ -208,6 +215,9 @@ class Ingest:
         alarms, self._pending_alarms = self._pending_alarms, []
         for alarm in alarms:
             await self.storage.add_alarm(alarm)
+        hooked, self._hooked = self._hooked, []
+        if hooked and self.on_events is not None:
+            await self.on_events(hooked)
 
     async def _chain_broken(self, stream: StreamFold, row: EventRow) -> None:
         await self.alarm(row.store, row.register, "chain_broken", {

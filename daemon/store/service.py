@@ -21,12 +21,14 @@ from typing import Any
 
 import aiomqtt
 
+from ..client import KassadClient
 from ..config import ConfigError
 from ..contract.events import utc_timestamp
 from ..contract.topics import PREFIX, aggregator_status
 from ..mqtt.link import MqttLink, cancel_tasks
 from ..reload import Reload, plan_reload
 from ..systemd import Notifier, run_watchdog, watchdog_interval
+from .cashbook import CashBook
 from .config import RELOADABLE, StoreConfig
 from .http import HttpServer, create_app
 from .ingest import BadEvent, Ingest, parse_event
@@ -78,6 +80,9 @@ class StoreService:
         self._registers: dict[tuple[str, str], RegisterRow] = {}
         self._link: MqttLink | None = None
         self.http: HttpServer | None = None
+        self.cashbook = CashBook(self.storage, config.safes_by_store(), self._tell_register)
+        self._clients: dict[tuple[str, str], KassadClient] = {}
+        self._telling: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         if not self._stop.is_set():
@@ -100,7 +105,8 @@ class StoreService:
             self.notifier.status("starting: reading stored events")
             self.ingest = Ingest(self.storage, consumer=self.config.consumer,
                                  publish=self._publish, clock=time.monotonic,
-                                 reorder_timeout=self.config.reorder_timeout)
+                                 reorder_timeout=self.config.reorder_timeout,
+                                 on_events=self.cashbook.take_events)
             await self.ingest.start()
             for row in await self.storage.registers():
                 self._registers[(row.store, row.register)] = row
@@ -116,7 +122,8 @@ class StoreService:
                          group.create_task(self._batches(), name="store-ingest"),
                          group.create_task(self._gap_watch(), name="store-gaps")]
                 if self.config.http is not None:
-                    self.http = HttpServer(create_app(self.storage, self.config.stores),
+                    self.http = HttpServer(create_app(self.storage, self.config.stores,
+                                                      cashbook=self.cashbook),
                                            self.config.http.host, self.config.http.port)
                     tasks.append(group.create_task(self.http.run(), name="store-http"))
                     await self.http.started.wait()
@@ -132,8 +139,11 @@ class StoreService:
                 await self._stop.wait()
                 with contextlib.suppress(ConnectionError):
                     await self._announce(online=False)
-                await cancel_tasks(tasks)
+                await cancel_tasks([*tasks, *self._telling])
         finally:
+            for client in self._clients.values():
+                with contextlib.suppress(Exception):
+                    await client.__aexit__(None, None, None)
             await self.storage.close()
 
     # -- systemd: status line, health, reload ------------------------------------------------
@@ -263,6 +273,31 @@ class StoreService:
                               body.get("devices") or {}, device_alarms(body))
         self._registers[key] = row
         await self.storage.upsert_register(row)
+
+    # -- the cash book tells registers (issue 9) ---------------------------------------------
+
+    async def _tell_register(self, store: str, register: str, params: dict[str, Any]) -> None:
+        """Send ``cash.reconciliation`` in the background: KassadClient resends it until the
+        register answers (its journal makes a resend harmless)."""
+        key = (store, register)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = KassadClient(
+                self.config.broker, store=store, register=register,
+                requester=f"store-agg-{self.config.aggregator_id}",
+                client_id=f"kassad-store-{self.config.aggregator_id}-{store}-{register}")
+            await client.__aenter__()
+
+        async def send() -> None:
+            try:
+                await client.send("cash.reconciliation", params)
+            except Exception as e:  # the store's book stands; the register is told again
+                _LOGGER.error("%s/%s: cash.reconciliation of %s not done: %s", store, register,
+                              params.get("transfer_id"), e)
+
+        task = asyncio.get_running_loop().create_task(send(), name="tell-register")
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     # -- ingest loops -------------------------------------------------------------------------
 

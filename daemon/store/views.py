@@ -560,3 +560,36 @@ def alarms_csv(view: Mapping[str, Any]) -> str:
     return _render(header, ([_text(a["ts"]), _text(a["store"]), _text(a["register"]),
                              _text(a["kind"]), _text(canonical_json(a["detail"]))]
                             for a in view["alarms"]))
+
+
+def transfers_csv(transfers: Sequence[Mapping[str, Any]]) -> str:
+    """Issue 9: one row per transfer and currency, oldest first."""
+    header = ["store", "transfer_id", "side", "owner", "direction", "party_kind", "party_id",
+              "ts", "session_id", "of_transfer", "status", "counterpart", "by_employee",
+              "by_role", "reason", "bag", "seal", "note", "currency",
+              *_money_header("amount")]
+    rows: list[list[object]] = []
+    for t in transfers:
+        by = t.get("by") or {}
+        for cur in _currencies_of(t["amounts"]):
+            rows.append([_text(t["store"]), _text(t["transfer_id"]), _text(t["side"]),
+                         _text(t["owner"]), _text(t["direction"]), _text(t["party"]["kind"]),
+                         _text(t["party"]["id"]), _text(t["ts"]), _text(t["session_id"]),
+                         _text(t["of_transfer"]), _text(t["status"]), _text(t["counterpart"]),
+                         _text(by.get("employee")), _text(by.get("role")), _text(t["reason"]),
+                         _text(t["bag"]), _text(t["seal"]), _text(t["note"]), _text(cur),
+                         *_money_cells(cur, t["amounts"])])
+    return _render(header, rows)
+
+
+def safes_csv(safes: Sequence[Mapping[str, Any]]) -> str:
+    """Issue 9: one row per safe and currency: start, receipts, floats, deposits, expected."""
+    names = ("start", "receipts", "floats_issued", "bank_deposits", "expected")
+    header = ["store", "safe", "name", "currency", *_money_header(*names)]
+    rows: list[list[object]] = []
+    for s in safes:
+        figures = [s[n] for n in names]
+        for cur in _currencies_of(*figures):
+            rows.append([_text(s["store"]), _text(s["safe"]), _text(s["name"]), _text(cur),
+                         *_money_cells(cur, *figures)])
+    return _render(header, rows)

@@ -98,6 +98,48 @@ class RegisterRow:
     alarms: list[str] = field(default_factory=list)  # active device alarms: paper_out …
 
 
+@dataclass(frozen=True, slots=True)
+class TransferRow:
+    """One side of a two-sided cash movement (issue 9): a register's ``cash.transferred_out``
+    / ``cash.transferred_in`` or a safe's receipt / float issued, and its reconciliation."""
+
+    store: str
+    transfer_id: str  # unique in the store: "{register}-T{n}", a safe's "{safe}-S{n}"
+    side: Literal["register", "safe"]  # who recorded it
+    owner: str  # that register's or safe's id
+    direction: Literal["out", "in"]
+    party: dict[str, str]  # the other side, {"kind": "safe"|"register", "id": …}
+    amounts: dict[str, int]
+    ts: str
+    of_transfer: str | None = None  # an in: the out it names
+    session_id: str | None = None  # a register's: the session that holds it
+    employee: str | None = None
+    bag: str | None = None
+    seal: str | None = None
+    note: str | None = None
+    status: Literal["unreconciled", "reconciled"] = "unreconciled"
+    counterpart: str | None = None
+    by: dict[str, Any] | None = None  # who (re/un)reconciled it last: {employee, role}
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CashStep:
+    """An append-only step of the store's cash book, with who and why: a safe's ledger
+    (``safe.declare_start`` … ``safe.count``, subject: the safe) or a transfer's
+    (``transfer.recorded`` / ``reconciled`` / ``unreconciled``, subject: the transfer)."""
+
+    store: str
+    ts: str
+    kind: str
+    subject: str
+    data: dict[str, Any]
+    employee: str | None = None
+    role: str | None = None
+    reason: str | None = None
+    id: int | None = None  # given by storage; steps are read in this order
+
+
 SessionSort = Literal["start", "end", "discrepancy"]
 
 
@@ -148,3 +190,24 @@ class Storage(ABC):
 
     @abstractmethod
     async def registers(self, store: str | None = None) -> list[RegisterRow]: ...
+
+    # -- the cash book of safes and transfers (issue 9) -------------------------------------
+
+    @abstractmethod
+    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep]) -> None:
+        """Upsert these transfers (by store and transfer_id) and append these steps, in one
+        transaction."""
+
+    @abstractmethod
+    async def transfer(self, store: str, transfer_id: str) -> TransferRow | None: ...
+
+    @abstractmethod
+    async def transfers(self, store: str, *, status: str | None = None,
+                        of_transfer: str | None = None, limit: int = 10_000
+                        ) -> list[TransferRow]:
+        """Oldest first (by ts, then transfer_id)."""
+
+    @abstractmethod
+    async def cash_steps(self, store: str, subject: str | None = None,
+                         limit: int = 100_000) -> list[CashStep]:
+        """Oldest first (in the order stored)."""

@@ -27,6 +27,7 @@ from psycopg.pq import TransactionStatus
 from ...contract.events import GENESIS_HASH
 from .base import (
     Alarm,
+    CashStep,
     EventRow,
     InsertResult,
     RegisterRow,
@@ -35,6 +36,7 @@ from .base import (
     Storage,
     StreamHead,
     StreamKey,
+    TransferRow,
 )
 from .schema import (
     EVENT_COLUMNS,
@@ -48,6 +50,7 @@ from .schema import (
     classify,
     event_from_row,
     event_values,
+    insert_step_sql,
     key_order,
     pending_steps,
     register_from_row,
@@ -57,8 +60,15 @@ from .schema import (
     session_sql,
     session_values,
     sessions_sql,
+    step_from_row,
+    step_values,
+    steps_sql,
+    transfer_from_row,
+    transfer_values,
+    transfers_sql,
     upsert_register_sql,
     upsert_session_sql,
+    upsert_transfer_sql,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -289,3 +299,28 @@ class PostgresStorage(Storage):
 
     async def registers(self, store: str | None = None) -> list[RegisterRow]:
         return [register_from_row(r) for r in await self._fetch(*registers_sql(POSTGRES, store))]
+
+    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep]) -> None:
+        async def work(conn: _Conn) -> None:
+            # In transfer order: two writers lock the same rows in the same order.
+            for row in sorted(transfers, key=lambda t: (t.store, t.transfer_id)):
+                await conn.execute(upsert_transfer_sql(POSTGRES), transfer_values(row))
+            for step in steps:
+                await conn.execute(insert_step_sql(POSTGRES), step_values(step))
+
+        await self._transaction(work)
+
+    async def transfer(self, store: str, transfer_id: str) -> TransferRow | None:
+        rows = await self._fetch(*transfers_sql(POSTGRES, store, transfer_id))
+        return transfer_from_row(rows[0]) if rows else None
+
+    async def transfers(self, store: str, *, status: str | None = None,
+                        of_transfer: str | None = None, limit: int = 10_000
+                        ) -> list[TransferRow]:
+        query = transfers_sql(POSTGRES, store, None, status, of_transfer, limit)
+        return [transfer_from_row(r) for r in await self._fetch(*query)]
+
+    async def cash_steps(self, store: str, subject: str | None = None,
+                         limit: int = 100_000) -> list[CashStep]:
+        return [step_from_row(r) for r in await self._fetch(*steps_sql(POSTGRES, store,
+                                                                        subject, limit))]

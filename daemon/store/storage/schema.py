@@ -9,6 +9,9 @@ Tables (the same schema version in both; only column types differ, see :class:`D
 - ``streams``: one row per (store, register, epoch) with a stored event, and a contiguous mark
   (seq, hash). Events are never deleted, so a mark once true stays true: ``heads()`` scans only
   the events above it and moves it up, and start-up does not re-read a year of events.
+- ``transfers`` (a row per side of a cash movement, the whole row as JSON ``body`` with the
+  columns looked up beside it) and ``cash_steps`` (append-only: safes' ledgers and every
+  reconciliation step, with who and why): issue 9's cash book, kept by the aggregator.
 - ``alarms``, ``sessions``, ``registers``: the derived rows. Timestamps that are filtered or
   sorted on get a normalised UTC key column (``*_key``) next to the text as given.
 """
@@ -24,7 +27,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...contract.events import canonical_json
-from .base import Alarm, EventRow, InsertResult, RegisterRow, SessionRow, SessionSort
+from .base import (
+    Alarm,
+    CashStep,
+    EventRow,
+    InsertResult,
+    RegisterRow,
+    SessionRow,
+    SessionSort,
+    TransferRow,
+)
 
 
 class StorageError(Exception):
@@ -84,6 +96,18 @@ _STEPS: tuple[tuple[str, ...], ...] = (
             store {id} NOT NULL, register {id} NOT NULL, online {bool} NOT NULL,
             last_seen TEXT, status {json} NOT NULL, devices {json} NOT NULL,
             alarms {json} NOT NULL, PRIMARY KEY (store, register))""",
+    ),
+    (  # 2: issue 9, safes and two-sided transfers
+        """CREATE TABLE transfers (
+            store {id} NOT NULL, transfer_id {id} NOT NULL, status TEXT NOT NULL,
+            of_transfer {id}, ts_key {ts} NOT NULL, body {json} NOT NULL,
+            PRIMARY KEY (store, transfer_id))""",
+        "CREATE INDEX transfers_of ON transfers (store, of_transfer)",
+        "CREATE INDEX transfers_status ON transfers (store, status, ts_key)",
+        """CREATE TABLE cash_steps (
+            id {serial}, store {id} NOT NULL, ts TEXT NOT NULL, kind TEXT NOT NULL,
+            subject {id} NOT NULL, employee TEXT, role TEXT, reason TEXT, data {json} NOT NULL)""",
+        "CREATE INDEX cash_steps_subject ON cash_steps (store, subject, id)",
     ),
 )
 
@@ -289,3 +313,68 @@ def registers_sql(d: Dialect, store: str | None) -> tuple[str, list[Any]]:
 def register_from_row(t: Sequence[Any]) -> RegisterRow:
     return RegisterRow(str(t[0]), str(t[1]), bool(t[2]), t[3], dict(json.loads(t[4])),
                        dict(json.loads(t[5])), list(json.loads(t[6])))
+
+
+# -- transfers and cash steps -------------------------------------------------------------------
+
+_TRANSFER_FIELDS = tuple(TransferRow.__dataclass_fields__)
+
+
+def upsert_transfer_sql(d: Dialect) -> str:
+    p = d.param
+    return ("INSERT INTO transfers (store, transfer_id, status, of_transfer, ts_key, body) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (store, transfer_id) DO UPDATE "
+            "SET status = excluded.status, of_transfer = excluded.of_transfer, "
+            "ts_key = excluded.ts_key, body = excluded.body")
+
+
+def transfer_values(r: TransferRow) -> tuple[Any, ...]:
+    body = {name: getattr(r, name) for name in _TRANSFER_FIELDS}
+    return (r.store, r.transfer_id, r.status, r.of_transfer, ts_key(r.ts), canonical_json(body))
+
+
+def transfers_sql(d: Dialect, store: str, transfer_id: str | None = None,
+                  status: str | None = None, of_transfer: str | None = None,
+                  limit: int = 10_000) -> tuple[str, list[Any]]:
+    p = d.param
+    conditions, args = [f"store = {p}"], [store]
+    for column, value in (("transfer_id", transfer_id), ("status", status),
+                          ("of_transfer", of_transfer)):
+        if value is not None:
+            conditions.append(f"{column} = {p}")
+            args.append(value)
+    return (f"SELECT {d.json_out.format('body')} FROM transfers WHERE "
+            f"{' AND '.join(conditions)} ORDER BY ts_key, transfer_id LIMIT {p}", [*args, limit])
+
+
+def transfer_from_row(t: Sequence[Any]) -> TransferRow:
+    body = json.loads(t[0])
+    return TransferRow(**{k: v for k, v in body.items() if k in _TRANSFER_FIELDS})
+
+
+def insert_step_sql(d: Dialect) -> str:
+    p = d.param
+    return ("INSERT INTO cash_steps (store, ts, kind, subject, employee, role, reason, data) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})")
+
+
+def step_values(s: CashStep) -> tuple[Any, ...]:
+    return (s.store, s.ts, s.kind, s.subject, s.employee, s.role, s.reason,
+            canonical_json(s.data))
+
+
+def steps_sql(d: Dialect, store: str, subject: str | None, limit: int) -> tuple[str, list[Any]]:
+    p = d.param
+    where, args = f"store = {p}", [store]
+    if subject is not None:
+        where += f" AND subject = {p}"
+        args.append(subject)
+    return (f"SELECT id, store, ts, kind, subject, employee, role, reason, "
+            f"{d.json_out.format('data')} FROM cash_steps WHERE {where} ORDER BY id LIMIT {p}",
+            [*args, limit])
+
+
+def step_from_row(t: Sequence[Any]) -> CashStep:
+    return CashStep(store=str(t[1]), ts=str(t[2]), kind=str(t[3]), subject=str(t[4]),
+                    employee=t[5], role=t[6], reason=t[7], data=dict(json.loads(t[8])),
+                    id=int(t[0]))

@@ -21,6 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from ...contract.events import GENESIS_HASH
 from .base import (
     Alarm,
+    CashStep,
     EventRow,
     InsertResult,
     RegisterRow,
@@ -29,6 +30,7 @@ from .base import (
     Storage,
     StreamHead,
     StreamKey,
+    TransferRow,
 )
 from .schema import (
     EVENT_COLUMNS,
@@ -42,6 +44,7 @@ from .schema import (
     classify,
     event_from_row,
     event_values,
+    insert_step_sql,
     key_order,
     pending_steps,
     register_from_row,
@@ -51,8 +54,15 @@ from .schema import (
     session_sql,
     session_values,
     sessions_sql,
+    step_from_row,
+    step_values,
+    steps_sql,
+    transfer_from_row,
+    transfer_values,
+    transfers_sql,
     upsert_register_sql,
     upsert_session_sql,
+    upsert_transfer_sql,
 )
 
 _P = ParamSpec("_P")
@@ -156,6 +166,13 @@ def _add_alarm(db: sqlite3.Connection, alarm: Alarm) -> None:
                "VALUES (?, ?, ?, ?, ?, ?)", alarm_values(alarm))
 
 
+def _save_cash(db: sqlite3.Connection, transfers: list[TransferRow],
+               steps: list[CashStep]) -> None:
+    with _transaction(db):
+        db.executemany(upsert_transfer_sql(SQLITE), [transfer_values(t) for t in transfers])
+        db.executemany(insert_step_sql(SQLITE), [step_values(s) for s in steps])
+
+
 def _execute(db: sqlite3.Connection, sql: str, args: list[Any]) -> list[Any]:
     return db.execute(sql, args).fetchall()
 
@@ -252,3 +269,21 @@ class SqliteStorage(Storage):
     async def registers(self, store: str | None = None) -> list[RegisterRow]:
         sql, args = registers_sql(SQLITE, store)
         return [register_from_row(r) for r in await self._db_call(_execute, sql, args)]
+
+    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep]) -> None:
+        await self._db_call(_save_cash, transfers, steps)
+
+    async def transfer(self, store: str, transfer_id: str) -> TransferRow | None:
+        rows = await self._db_call(_execute, *transfers_sql(SQLITE, store, transfer_id))
+        return transfer_from_row(rows[0]) if rows else None
+
+    async def transfers(self, store: str, *, status: str | None = None,
+                        of_transfer: str | None = None, limit: int = 10_000
+                        ) -> list[TransferRow]:
+        sql, args = transfers_sql(SQLITE, store, None, status, of_transfer, limit)
+        return [transfer_from_row(r) for r in await self._db_call(_execute, sql, args)]
+
+    async def cash_steps(self, store: str, subject: str | None = None,
+                         limit: int = 100_000) -> list[CashStep]:
+        sql, args = steps_sql(SQLITE, store, subject, limit)
+        return [step_from_row(r) for r in await self._db_call(_execute, sql, args)]
