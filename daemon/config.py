@@ -391,6 +391,8 @@ class SessionConfig(_Section):
                                            "before this belong to the previous business day")
     auto_close: AutoCloseConfig | None = None
     count_rules: CountRulesConfig = CountRulesConfig()
+    allow_unreconciled_close: bool = Field(
+        False, description="a session may close with cash transfers not yet reconciled")
 
     @model_validator(mode="after")
     def _zone(self) -> SessionConfig:
@@ -461,8 +463,9 @@ RELOADABLE: tuple[str, ...] = (
     "delivery.resend_after", "delivery.resend_after_max", "delivery.publish_timeout",
     "delivery.state_interval",
     "money.max_amount", "money.low_change_pieces", "money.exchange_rates",
-    "session.count_rules", "reports.language", "reports.company", "reports.org_number",
-    "reports.address", "reports.print_z_at_close", "reports.slips",
+    "session.count_rules", "session.allow_unreconciled_close",
+    "reports.language", "reports.company", "reports.org_number", "reports.address",
+    "reports.print_z_at_close", "reports.slips",
     "devices.printer.receipt_expiry",
     *(f"devices.drawer.{key}" for key in (
         "pin", "pulse_on_ms", "pulse_off_ms", "realtime_kick", "open_level", "open_timeout",

@@ -208,6 +208,59 @@ class SessionCorrectParams(_Model):
     _unique = field_validator("counted")(_unique_currencies)
 
 
+class Party(_Model):
+    """The other side of a cash transfer: one of the store's safes or another register."""
+
+    kind: Literal["safe", "register"]
+    id: Annotated[StrictStr, Field(pattern=ID_PATTERN)]
+
+
+TransferId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.:-]{1,140}$")]
+BagId = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+
+
+class CashTransferOutParams(_Model):
+    """Tender removal / safe drop: cash leaves the drawer for a safe or another register."""
+
+    to: Party
+    amount: PerCurrency
+    bag: BagId | None = Field(None, description="the bag the cash travels in")
+    seal: BagId | None = Field(None, description="the bag's seal number")
+    note: Note | None = None
+
+    _unique = field_validator("amount")(_unique_currencies)
+
+
+class CashTransferInParams(_Model):
+    """Float entry / receipt: cash comes into the drawer from a safe or another register;
+    ``of_transfer`` names the sender's transfer when the cashier knows it (it then reconciles
+    by itself)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: Party = Field(alias="from")
+    amount: PerCurrency
+    of_transfer: TransferId | None = None
+    note: Note | None = None
+
+    _unique = field_validator("amount")(_unique_currencies)
+
+
+class ReconciledBy(_Model):
+    employee: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
+    role: Literal["manager", "system"]
+
+
+class CashReconciliationParams(_Model):
+    """Sent by the store aggregator: a transfer of this register reconciled (or no longer)."""
+
+    transfer_id: TransferId
+    status: Literal["reconciled", "unreconciled"]
+    counterpart: TransferId | None = None
+    by: ReconciledBy
+    reason: Note | None = None
+
+
 class SessionReportParams(_Model):
     kind: Literal["x", "z"]
     print: StrictBool = False
@@ -237,6 +290,9 @@ COMMAND_PARAMS: dict[str, type[_Model]] = {
     "session.close": SessionCloseParams,
     "session.correct": SessionCorrectParams,
     "session.report": SessionReportParams,
+    "cash.transfer_out": CashTransferOutParams,
+    "cash.transfer_in": CashTransferInParams,
+    "cash.reconciliation": CashReconciliationParams,
     "counter.count": CounterCountParams,
     "cmd.status": CmdStatusParams,
     "state.get": StateGetParams,

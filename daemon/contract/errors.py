@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     PRINT_FAILED = "print_failed"
     RECOUNT_REQUIRED = "recount_required"  # a close off by more than the limit: count again
     APPROVAL_REQUIRED = "approval_required"  # … and no recount left: a manager must approve
+    UNRECONCILED_TRANSFERS = "unreconciled_transfers"  # a close with open cash transfers
 
 
 class CommandRefused(Exception):

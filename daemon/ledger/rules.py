@@ -15,6 +15,9 @@ from typing import Any
 from ..contract.commands import (
     Approval,
     CashCount,
+    CashReconciliationParams,
+    CashTransferInParams,
+    CashTransferOutParams,
     MoneyIn,
     PaymentKind,
     PaymentRecordParams,
@@ -63,6 +66,7 @@ class CountPolicy:
     max_difference: Mapping[str, int] = field(default_factory=dict)
     max_recounts: int = 2
     managers: frozenset[str] = frozenset()  # empty: the role the command claims is taken
+    allow_unreconciled_close: bool = False  # the store lets a session close with open transfers
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,6 +495,13 @@ def plan_close(state: LedgerState, policy: MoneyPolicy, params: SessionClosePara
                 f"{format_money(counted.get(currency, 0), currency)} counted",
                 {"field": "leave_in_drawer", "currency": currency, "leave": amount,
                  "counted": counted.get(currency, 0)})
+    open_transfers = session.unreconciled()
+    if open_transfers and not count.allow_unreconciled_close:
+        raise CommandRefused(
+            ErrorCode.UNRECONCILED_TRANSFERS,
+            f"{len(open_transfers)} cash transfer(s) of this session are not reconciled "
+            f"({', '.join(open_transfers)}): reconcile them in the store view first",
+            {"transfers": open_transfers})
     figures = close_figures(session, counted, left)
     _check_difference(session, count, figures, params.approval is not None)
     data: dict[str, Any] = {**figures, "note": params.note, "counted_by": cash.sources,
@@ -573,3 +584,58 @@ def plan_correct(state: LedgerState, policy: MoneyPolicy, params: SessionCorrect
     if cash.counts:
         data["counts"] = cash.counts_json()
     return [PlannedEvent("session.corrected", session.session_id, data)]
+
+
+def _transfer_id(state: LedgerState, register: str) -> str:
+    return f"{register}-T{state.transfers_made + 1}"
+
+
+def plan_transfer_out(state: LedgerState, policy: MoneyPolicy, params: CashTransferOutParams,
+                      register: str, blind: bool = False) -> list[PlannedEvent]:
+    """A tender removal / safe drop: two-sided, reconciled when the receiver records it."""
+    session = _session_or_refuse(state, "transfer cash out")
+    if params.to.kind == "register" and params.to.id == register:
+        raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
+                             "params.to: a register cannot transfer cash to itself",
+                             {"field": "to"})
+    for i, money in enumerate(params.amount):
+        check_money(policy, money, f"amount[{i}]")
+        _refuse_below_zero(session, money, f"amount[{i}]", "transfer out", blind)
+    return [PlannedEvent("cash.transferred_out", session.session_id, {
+        "transfer_id": _transfer_id(state, register), "to": params.to.model_dump(),
+        "amounts": _as_totals(params.amount), "bag": params.bag, "seal": params.seal,
+        "note": params.note})]
+
+
+def plan_transfer_in(state: LedgerState, policy: MoneyPolicy, params: CashTransferInParams,
+                     register: str) -> list[PlannedEvent]:
+    """A float entry / receipt, naming the sender's transfer when it is known."""
+    session = _session_or_refuse(state, "take cash in")
+    if params.from_.kind == "register" and params.from_.id == register:
+        raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
+                             "params.from: a register cannot transfer cash to itself",
+                             {"field": "from"})
+    for i, money in enumerate(params.amount):
+        check_money(policy, money, f"amount[{i}]")
+    return [PlannedEvent("cash.transferred_in", session.session_id, {
+        "transfer_id": _transfer_id(state, register), "from": params.from_.model_dump(),
+        "amounts": _as_totals(params.amount), "of_transfer": params.of_transfer,
+        "note": params.note})]
+
+
+def plan_reconciliation(state: LedgerState,
+                        params: CashReconciliationParams) -> list[PlannedEvent]:
+    """The store aggregator's word on one of this register's transfers, recorded."""
+    for session in (state.open_session, state.last_closed):
+        if session is not None and params.transfer_id in session.transfers:
+            if session.closed is not None:
+                raise CommandRefused(
+                    ErrorCode.SESSION_NOT_OPEN,
+                    f"transfer {params.transfer_id} belongs to session {session.number}, "
+                    "which has closed: its reconciliation can no longer change",
+                    {"transfer_id": params.transfer_id})
+            return [PlannedEvent("cash.reconciliation", session.session_id,
+                                 params.model_dump())]
+    raise CommandRefused(ErrorCode.INVALID_PAYLOAD,
+                         f"params.transfer_id: no transfer {params.transfer_id} in this "
+                         "register's open session", {"field": "transfer_id"})

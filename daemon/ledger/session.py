@@ -20,10 +20,14 @@ Event data this module reads (``type``: fields):
 - ``cmd.rejected`` of ``session.close`` with ``recount_required``: a count attempt
 - ``session.corrected``: ``counted`` {cur: n} of the last closed session, ``approval``
 - ``report.issued``: ``kind`` (x | z), ``number``, ``copy``
+- ``cash.transferred_out`` / ``cash.transferred_in``: ``transfer_id``, ``to`` / ``from``
+  {kind, id}, ``amounts`` {cur: n}, ``bag``, ``seal``, ``of_transfer``, ``note``
+- ``cash.reconciliation``: ``transfer_id``, ``status``, ``counterpart``, ``by``, ``reason``
 
 Formulas:
 
 - expected = starting float + cash sales (tendered − change) − cash refunds + added − removed
+  + transferred in − transferred out
 - discrepancy at start = starting float − previous session's amount left (none for the first)
 - discrepancy at close = counted − expected
 - cash removed at close = counted − amount left in drawer
@@ -131,6 +135,13 @@ class Session:
     x_printed: int = 0
     z_number: int | None = None
     z_copies: int = 0
+    # Two-sided cash movements (safe drops, floats), by transfer id, in order.
+    transfers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transfers_out: Totals = field(default_factory=dict)
+    transfers_in: Totals = field(default_factory=dict)
+
+    def unreconciled(self) -> list[str]:
+        return [t for t, item in self.transfers.items() if item["status"] != "reconciled"]
 
     @property
     def is_open(self) -> bool:
@@ -154,6 +165,8 @@ class Session:
             {c: -a for c, a in self.cash_refunds.items()},
             self.added,
             {c: -a for c, a in self.removed_by_adjustment.items()},
+            self.transfers_in,
+            {c: -a for c, a in self.transfers_out.items()},
         )
 
     def total_sales(self) -> Totals:
@@ -168,8 +181,9 @@ class Session:
         for kind in types:
             if kind == CASH:
                 parts = {"opening": dict(self.starting_float), "payments": self.cash_sales_net(),
-                         "deposits": dict(self.added),
-                         "withdrawals": dict(self.removed_by_adjustment)}
+                         "deposits": add_totals(self.added, self.transfers_in),
+                         "withdrawals": add_totals(self.removed_by_adjustment,
+                                                   self.transfers_out)}
             else:
                 parts = {"opening": dict(self.balances_start.get(kind, {})),
                          "payments": dict(self.payments_by_type.get(kind, {})),
@@ -229,6 +243,9 @@ class Session:
             "no_sale_openings": self.drawer_openings.get("no_sale", 0),
             "balances": self.balances(),
             "recount_attempts": self.recount_attempts,
+            "transfers": [dict(item) for item in self.transfers.values()],
+            "transfers_out": dict(self.transfers_out),
+            "transfers_in": dict(self.transfers_in),
             "reports": {"x_printed": self.x_printed, "z_number": self.z_number,
                         "z_copies": self.z_copies},
         }
@@ -283,6 +300,7 @@ class LedgerState:
     z_count: int = 0  # the last Z report's number
     # Non-cash payment types' balances at the last close: the next session opens with them.
     last_balances: dict[str, Totals] = field(default_factory=dict)
+    transfers_made: int = 0  # numbers this register's transfer ids
 
     def next_expected_start(self) -> Totals | None:
         return None if self.last_left is None else dict(self.last_left)
@@ -539,6 +557,34 @@ def _report(state: LedgerState, event: LedgerEvent) -> None:
         session.z_number = number
 
 
+def _transferred(state: LedgerState, event: LedgerEvent) -> None:
+    session = _require_open(state, event)
+    data = event.data
+    outgoing = event.type == "cash.transferred_out"
+    amounts = {c: int(a) for c, a in data["amounts"].items()}
+    book = session.transfers_out if outgoing else session.transfers_in
+    for currency, amount in amounts.items():
+        book[currency] = book.get(currency, 0) + amount
+        session.inventory.pop(currency, None)  # a transfer says no pieces
+    state.transfers_made += 1
+    session.transfers[str(data["transfer_id"])] = {
+        "transfer_id": data["transfer_id"], "direction": "out" if outgoing else "in",
+        "party": data["to"] if outgoing else data["from"], "amounts": amounts,
+        "bag": data.get("bag"), "seal": data.get("seal"), "note": data.get("note"),
+        "of_transfer": data.get("of_transfer"), "ts": event.ts, "employee": event.employee,
+        "status": "unreconciled", "counterpart": None, "by": None, "reason": None}
+
+
+def _reconciliation(state: LedgerState, event: LedgerEvent) -> None:
+    transfer_id = str(event.data["transfer_id"])
+    for session in (state.open_session, state.last_closed):
+        if session is not None and transfer_id in session.transfers:
+            session.transfers[transfer_id].update(
+                status=event.data["status"], counterpart=event.data.get("counterpart"),
+                by=event.data.get("by"), reason=event.data.get("reason"))
+            return
+
+
 _HANDLERS = {
     "session.opened": _opened,
     "payment.recorded": _payment,
@@ -549,4 +595,7 @@ _HANDLERS = {
     "cmd.rejected": _rejected,
     "session.corrected": _corrected,
     "report.issued": _report,
+    "cash.transferred_out": _transferred,
+    "cash.transferred_in": _transferred,
+    "cash.reconciliation": _reconciliation,
 }

@@ -18,6 +18,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from ..contract.commands import (
+    CashReconciliationParams,
+    CashTransferInParams,
+    CashTransferOutParams,
     CommandEnvelope,
     PaymentRecordParams,
     SessionAdjustParams,
@@ -66,6 +69,9 @@ class RegisterView(Protocol):
 
     @property
     def count_policy(self) -> CountPolicy: ...
+
+    @property
+    def register_id(self) -> str: ...
 
     def session_history(self, session_id: str) -> Session | None: ...
 
@@ -170,6 +176,31 @@ class DeviceUnavailable:
         raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE, f"no {self._device}")
 
 
+class CashTransferOut(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, CashTransferOutParams)
+        return rules.plan_transfer_out(view.ledger, view.money, params, view.register_id,
+                                       view.count_policy.blind)
+
+    def result(self, ledger: LedgerState, plan: Plan) -> dict[str, Any]:
+        return {**super().result(ledger, plan), "transfer": plan.events[-1].data}
+
+
+class CashTransferIn(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, CashTransferInParams)
+        return rules.plan_transfer_in(view.ledger, view.money, params, view.register_id)
+
+    def result(self, ledger: LedgerState, plan: Plan) -> dict[str, Any]:
+        return {**super().result(ledger, plan), "transfer": plan.events[-1].data}
+
+
+class CashReconciliation(_LedgerHandler):
+    def plan_events(self, view: RegisterView, params: BaseModel) -> list[PlannedEvent]:
+        assert isinstance(params, CashReconciliationParams)
+        return rules.plan_reconciliation(view.ledger, params)
+
+
 def default_handlers() -> dict[str, Handler]:
     drawer = DeviceUnavailable("cash drawer", "devices.drawer")
     printer = DeviceUnavailable("receipt printer", "devices.printer")
@@ -179,6 +210,9 @@ def default_handlers() -> dict[str, Handler]:
         "session.adjust": SessionAdjust,
         "session.close": SessionClose,
         "session.correct": SessionCorrect,
+        "cash.transfer_out": CashTransferOut,
+        "cash.transfer_in": CashTransferIn,
+        "cash.reconciliation": CashReconciliation,
     }
     handlers = {name: make() for name, make in factories.items()}
     handlers["drawer.open"] = drawer

@@ -78,9 +78,9 @@ def all_handlers(config: RegisterConfig) -> dict[str, Handler]:
     return {**default_handlers(), **device_handlers(config.devices), **report_handlers(config)}
 
 
-def count_policy(rules: CountRulesConfig) -> CountPolicy:
+def count_policy(rules: CountRulesConfig, allow_unreconciled_close: bool = False) -> CountPolicy:
     return CountPolicy(rules.blind, dict(rules.max_difference), rules.max_recounts,
-                       frozenset(rules.managers))
+                       frozenset(rules.managers), allow_unreconciled_close)
 
 
 class RegisterService:
@@ -97,7 +97,8 @@ class RegisterService:
         self.topics = RegisterTopics(config.store, config.register_id)
         self.boot_id = str(uuid.uuid4())
         self.money = money_policy(config.money)
-        self.count_policy = count_policy(config.session.count_rules)
+        self.count_policy = count_policy(config.session.count_rules,
+                                         config.session.allow_unreconciled_close)
         self.ledger = LedgerState()
         self.ready = asyncio.Event()
         self.notifier = notifier or Notifier.from_env()
@@ -128,6 +129,10 @@ class RegisterService:
             return None
         state = fold(LedgerEvent.from_envelope(json.loads(b)) for b in bodies)
         return state.last_closed or state.open_session
+
+    @property
+    def register_id(self) -> str:
+        return self.config.register_id
 
     def _open_session_id(self) -> str | None:
         return self.ledger.open_session.session_id if self.ledger.open_session else None
@@ -311,7 +316,8 @@ class RegisterService:
         self.config = config
         logging.getLogger().setLevel(config.logging.level)
         self.money = money_policy(config.money)
-        self.count_policy = count_policy(config.session.count_rules)
+        self.count_policy = count_policy(config.session.count_rules,
+                                         config.session.allow_unreconciled_close)
         if self._worker is not None:
             self._worker.reconfigure(all_handlers(config), config.commands)
         if self._outbox is not None:
