@@ -19,12 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from kassad.daemon.contract.events import GENESIS_HASH, event_hash
 from kassad.daemon.store.cashbook import CashBook
+from kassad.daemon.store.config import StoreConfig
 from kassad.daemon.store.http import HttpServer, create_app
 from kassad.daemon.store.ingest import Ingest, parse_event
+from kassad.daemon.store.service import StoreService
 from kassad.daemon.store.storage.base import (
     CashStep,
     EventRow,
@@ -34,7 +37,9 @@ from kassad.daemon.store.storage.base import (
 )
 from kassad.daemon.store.storage.postgres import PostgresStorage
 from kassad.daemon.store.storage.sqlite import SqliteStorage
+from kassad.simulators.broker import MosquittoBroker
 from tests.support.postgres import pg_schema, postgres_dsn  # noqa: F401
+from tests.support.register import broker_config
 
 API = "/api/v1/stores/S1"
 SAFES = {"S1": {"SAFE1": "Back office"}}
@@ -460,3 +465,60 @@ async def test_what_the_api_refuses(store: Store) -> None:
         "transfer_id": "SAFE1-S1", **MIA, "reason": "x"}, 409)
     assert "already reconciled" not in await api.refused("/transfers/reconcile", {
         "transfers": ["SAFE1-S1", "SAFE1-S1"], **MIA, "reason": "x"}, 422)
+
+
+# -- the aggregator: registers' events over MQTT, registers told with cash.reconciliation -------
+
+
+async def test_the_aggregator_tells_the_register(broker: MosquittoBroker,
+                                                  tmp_path: Path) -> None:
+    config = StoreConfig(stores=["S1"], broker=broker_config(broker.port),
+                         database=f"sqlite:///{tmp_path / 'store.db'}", http={"port": 0},
+                         safes={"S1": [{"id": "SAFE1", "name": "Back office"}]})
+    service = StoreService(config)
+    running = asyncio.create_task(service.run())
+    commands: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    try:
+        async with asyncio.timeout(20):
+            await service.ready.wait()
+            assert service._link is not None and service.http is not None
+            await service._link.connected.wait()
+            api = Api(service.http.port)
+            async with aiomqtt.Client("127.0.0.1", broker.port,
+                                      protocol=aiomqtt.ProtocolVersion.V5) as register:
+                await register.subscribe("kassad/v1/S1/R1/cmd/#", qos=1)
+
+                async def answer() -> None:
+                    async for message in register.messages:
+                        body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                        await commands.put((message.topic.value, body))
+                        reply = {"v": 1, "cmd_id": body["cmd_id"], "phase": "result",
+                                 "status": "ok", "data": {}}
+                        await register.publish(message.properties.ResponseTopic,  # type: ignore[union-attr]
+                                               json.dumps(reply), qos=1)
+
+                answering = asyncio.create_task(answer())
+                await api.ok("/safes/SAFE1/declare_start", {"amounts": {"SEK": 100_000},
+                                                            "employee": "mia"})
+                issued = await api.ok("/safes/SAFE1/float", {
+                    "amounts": {"SEK": 20_000}, "employee": "mia", "register": "R1"})
+                till = Till("R1")
+                till.open("s-1")
+                entry = till.into("s-1", ("safe", "SAFE1"), {"SEK": 20_000},
+                                  of_transfer=issued["transfer"]["transfer_id"])
+                for row in till.rows:
+                    await register.publish("kassad/v1/S1/R1/evt", row.body, qos=1)
+                topic, command = await commands.get()
+                answering.cancel()
+        assert topic == "kassad/v1/S1/R1/cmd/cash.reconciliation"
+        assert command["requester"] == "store-agg-agg-1"
+        assert command["params"] == {"transfer_id": entry, "status": "reconciled",
+                                     "counterpart": "SAFE1-S1",
+                                     "by": {"employee": None, "role": "system"},
+                                     "reason": None}
+        row = await service.storage.transfer("S1", entry)
+        assert row is not None and row.status == "reconciled"
+    finally:
+        service.stop()
+        async with asyncio.timeout(15):
+            await running
