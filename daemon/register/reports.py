@@ -99,6 +99,14 @@ TEXTS: Mapping[Language, Mapping[str, str]] = {
         "add": "Insättning",
         "remove": "Uttag",
         "more": "... och {n} till",
+        "transfers": "Överföringar",
+        "transfer.out": "Till {party}",
+        "transfer.in": "Från {party}",
+        "transfer.safe": "kassaskåp {id}",
+        "transfer.register": "kassa {id}",
+        "transfer.open": "ej avstämd",
+        "transfers_out_total": "Summa överfört ut",
+        "transfers_in_total": "Summa överfört in",
         "added_total": "Summa insättningar",
         "removed_total": "Summa uttag",
         "expected": "Förväntat kontantbelopp",
@@ -177,6 +185,14 @@ TEXTS: Mapping[Language, Mapping[str, str]] = {
         "start_difference": "Difference at start",
         "changes": "Changes to the float",
         "none": "none",
+        "transfers": "Transfers",
+        "transfer.out": "To {party}",
+        "transfer.in": "From {party}",
+        "transfer.safe": "safe {id}",
+        "transfer.register": "register {id}",
+        "transfer.open": "not reconciled",
+        "transfers_out_total": "Total transferred out",
+        "transfers_in_total": "Total transferred in",
         "add": "Added",
         "remove": "Removed",
         "more": "... and {n} more",
@@ -466,6 +482,7 @@ def _float(r: _Report, summary: Mapping[str, Any], closing: bool) -> None:
             r.money(t["added_total"], summary["adjustments_added"])
         if summary.get("adjustments_removed"):
             r.money(t["removed_total"], _negated(summary["adjustments_removed"]))
+    _transfers(r, summary.get("transfers") or [])
     expected = summary.get("expected") if closing else None
     if expected is None:
         expected = summary.get("expected_cash")
@@ -490,6 +507,36 @@ def _float(r: _Report, summary: Mapping[str, Any], closing: bool) -> None:
     _approval(r, summary.get("approval"))
     if summary.get("close_note"):
         r.text(t["note"].format(v=_clean(summary["close_note"], MAX_NOTE)))
+
+
+def _transfers(r: _Report, transfers: Sequence[Mapping[str, Any]]) -> None:
+    """Two-sided movements (safe drops, floats from the safe): each with its other side and
+    whether the store has reconciled it, then the totals each way."""
+    if not transfers:
+        return
+    t = r.t
+    r.text(t["transfers"])
+    totals: dict[str, dict[str, int]] = {"out": {}, "in": {}}
+    for item in transfers[:MAX_LISTED_ADJUSTMENTS]:
+        party = item.get("party") or {}
+        kind = "safe" if party.get("kind") == "safe" else "register"
+        where = t[f"transfer.{kind}"].format(id=_clean(party.get("id"), MAX_NAME))
+        direction = "out" if item.get("direction") == "out" else "in"
+        label = t[f"transfer.{direction}"].format(party=where)
+        if item.get("status") != "reconciled":
+            label += f" ({t['transfer.open']})"
+        amounts = {str(c): int(a) for c, a in (item.get("amounts") or {}).items()}
+        r.money(f"  {label}", _negated(amounts) if direction == "out" else amounts)
+    for item in transfers:
+        side = totals["out" if item.get("direction") == "out" else "in"]
+        for currency, amount in (item.get("amounts") or {}).items():
+            side[str(currency)] = side.get(str(currency), 0) + int(amount)
+    if len(transfers) > MAX_LISTED_ADJUSTMENTS:
+        r.text(f"  {t['more'].format(n=len(transfers) - MAX_LISTED_ADJUSTMENTS)}")
+    if totals["in"]:
+        r.money(t["transfers_in_total"], totals["in"])
+    if totals["out"]:
+        r.money(t["transfers_out_total"], _negated(totals["out"]))
 
 
 def _approval(r: _Report, approval: Mapping[str, Any] | None) -> None:
@@ -706,7 +753,7 @@ def _currency_order(summary: Mapping[str, Any], base: str) -> list[str]:
     found: set[str] = set()
     for key in ("starting_float", "cash_sales", "cash_refunds", "total_sales", "expected_cash",
                 "counted", "expected", "left_in_drawer", "removed", "rounding",
-                "adjustments_added", "adjustments_removed"):
+                "adjustments_added", "adjustments_removed", "transfers_in", "transfers_out"):
         found |= set(summary.get(key) or {})
     for totals in (summary.get("payments_by_type") or {}).values():
         found |= set(totals)

@@ -9,6 +9,7 @@ the receipt itself (bold and double height are not shown).
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -708,3 +709,19 @@ def test_slips_refuse_what_they_cannot_print():
                           training=True))
     assert training.splitlines()[0].strip() == training.splitlines()[-1].strip() \
         == "*** ÖVNING ***"
+
+
+def test_transfers_to_and_from_the_safe_are_listed_with_their_reconciliation():
+    summary = {**OPEN, "transfers": [
+        {"transfer_id": "R1-T1", "direction": "in", "party": {"kind": "safe", "id": "safe-1"},
+         "amounts": {"SEK": 100_000}, "status": "reconciled"},
+        {"transfer_id": "R1-T2", "direction": "out", "party": {"kind": "safe", "id": "safe-1"},
+         "amounts": {"SEK": 200_000}, "status": "unreconciled"}],
+        "transfers_in": {"SEK": 100_000}, "transfers_out": {"SEK": 200_000}}
+    text = paper(x(summary))
+    assert "Överföringar" in text
+    assert re.search(r"Från kassaskåp safe-1 +1 000,00", text)
+    assert re.search(r"Till kassaskåp safe-1 \(ej avstämd\) +-2 000,00", text)
+    assert re.search(r"Summa överfört ut +-2 000,00", text)
+    english = paper(x(summary, language="en"))
+    assert "To safe safe-1 (not reconciled)" in english
