@@ -8,13 +8,21 @@ reloadable keys replaced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from .config import ConfigError
+
 M = TypeVar("M", bound=BaseModel)
+_LOGGER = logging.getLogger(__name__)
+
+#: The status line's note after a reload whose file did not validate.
+FAILED_NOTE = "last reload failed (see the log), running configuration kept"
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,30 @@ class Reload(Generic[M]):
         if self.needs_restart:
             parts.append("needs a restart: " + ", ".join(self.needs_restart))
         return "; ".join(parts) or "no changes"
+
+    @property
+    def note(self) -> str:
+        """For the status line: what waits for a restart, if anything."""
+        return "restart to apply " + ", ".join(self.needs_restart) if self.needs_restart else ""
+
+
+async def reload_from(load: Callable[[], M] | None, running: M,
+                      reloadable: Iterable[str]) -> Reload[M] | None:
+    """Read the configuration again (off the event loop) and plan its reload; None, logged,
+    when there is no file or it does not validate: the running configuration stays whole."""
+    try:
+        if load is None:
+            raise ConfigError("started without a configuration file: nothing to reload")
+        new = await asyncio.to_thread(load)
+    except ConfigError as e:
+        _LOGGER.error("configuration not reloaded, the running one stays: %s", e)
+        return None
+    result = plan_reload(running, new, reloadable)
+    _LOGGER.info("configuration reloaded: %s", result.summary())
+    if result.needs_restart:
+        _LOGGER.warning("these changes take effect at the next restart: %s",
+                        ", ".join(result.needs_restart))
+    return result
 
 
 def changed_keys(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:

@@ -28,7 +28,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from .. import __version__
-from ..config import RELOADABLE, ConfigError, CountRulesConfig, MoneyConfig, RegisterConfig
+from ..config import RELOADABLE, CountRulesConfig, MoneyConfig, RegisterConfig
 from ..contract.commands import QUERY_COMMANDS, CmdStatusParams
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import AckMessage, EventType, ResyncRequest, utc_timestamp
@@ -47,7 +47,7 @@ from ..mqtt.link import (
     publish_properties,
     will_properties,
 )
-from ..reload import Reload, plan_reload
+from ..reload import FAILED_NOTE, Reload, reload_from
 from ..systemd import Notifier, run_watchdog, watchdog_interval
 from .auto_close import AutoClose
 from .commands import Handler, default_handlers
@@ -288,27 +288,17 @@ class RegisterService:
                             "stopping" if self._stop.is_set() else "still starting")
             return None
         self.notifier.reloading()
-        try:
-            if self._load_config is None:
-                raise ConfigError("started without a configuration file: nothing to reload")
-            new = await asyncio.to_thread(self._load_config)
-        except ConfigError as e:
-            _LOGGER.error("configuration not reloaded, the running one stays: %s", e)
-            self._config_note = "last reload failed (see the log), running configuration kept"
+        result = await reload_from(self._load_config, self.config, RELOADABLE)
+        if result is None:
+            self._config_note = FAILED_NOTE
             self.notifier.ready(self.status_line())
             return None
-        result = plan_reload(self.config, new, RELOADABLE)
         self._apply_config(result.config)
         if result.applied or result.needs_restart:
             await self._append([EventDraft(EventType.DAEMON_RELOADED, utc_timestamp(), data={
                 "boot_id": self.boot_id, "applied": list(result.applied),
                 "needs_restart": list(result.needs_restart)})])
-        _LOGGER.info("configuration reloaded: %s", result.summary())
-        if result.needs_restart:
-            _LOGGER.warning("these changes take effect at the next restart: %s",
-                            ", ".join(result.needs_restart))
-        self._config_note = ("restart to apply " + ", ".join(result.needs_restart)
-                             if result.needs_restart else "")
+        self._config_note = result.note
         self.notifier.ready(self.status_line())
         return result
 

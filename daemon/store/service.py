@@ -22,11 +22,10 @@ from typing import Any
 import aiomqtt
 
 from ..client import KassadClient
-from ..config import ConfigError
 from ..contract.events import utc_timestamp
 from ..contract.topics import PREFIX, aggregator_status
 from ..mqtt.link import MqttLink, cancel_tasks
-from ..reload import Reload, plan_reload
+from ..reload import FAILED_NOTE, Reload, reload_from
 from ..systemd import Notifier, run_watchdog, watchdog_interval
 from .cashbook import CashBook
 from .config import RELOADABLE, StoreConfig
@@ -185,23 +184,16 @@ class StoreService:
             _LOGGER.warning("reload ignored: the aggregator is not running")
             return None
         self.notifier.reloading()
-        try:
-            if self._load_config is None:
-                raise ConfigError("started without a configuration file: nothing to reload")
-            new = await asyncio.to_thread(self._load_config)
-        except ConfigError as e:
-            _LOGGER.error("configuration not reloaded, the running one stays: %s", e)
-            self._config_note = "last reload failed (see the log), running configuration kept"
+        result = await reload_from(self._load_config, self.config, RELOADABLE)
+        if result is None:
+            self._config_note = FAILED_NOTE
             self.notifier.ready(self.status_line())
             return None
-        result = plan_reload(self.config, new, RELOADABLE)
         self.config = result.config
         logging.getLogger().setLevel(self.config.logging.level)
         if self.ingest is not None:
             self.ingest.reorder_timeout = self.config.reorder_timeout
-        _LOGGER.info("configuration reloaded: %s", result.summary())
-        self._config_note = ("restart to apply " + ", ".join(result.needs_restart)
-                             if result.needs_restart else "")
+        self._config_note = result.note
         self.notifier.ready(self.status_line())
         return result
 
