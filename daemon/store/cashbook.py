@@ -169,11 +169,8 @@ class CashBook:
                     party={"kind": "register", "id": register}, amounts=data["amounts"], ts=ts,
                     of_transfer=of_transfer if action == "receipt" else None,
                     employee=employee, bag=bag, seal=seal, note=note)
-                if action == "receipt" and of_transfer is not None:
-                    named = await self.storage.transfer(store, of_transfer)
-                    if named is None:
-                        raise CashRuleError(404, f"no transfer {of_transfer!r} in store "
-                                                 f"{store}")
+                # A receipt may name a register's transfer the store has not seen yet (the
+                # register offline): it reconciles when that transfer arrives.
                 data = {**data, "transfer_id": transfer.transfer_id,
                         "register": register, "of_transfer": transfer.of_transfer}
                 step = CashStep(store, ts, kind, safe, {**data, **extra}, employee=employee)
