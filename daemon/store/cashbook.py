@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ..contract.events import utc_timestamp
@@ -74,14 +75,34 @@ class CashBook:
         for row in rows:
             if row.side != "register":
                 continue
-            params = {"transfer_id": row.transfer_id, "status": row.status,
-                      "counterpart": row.counterpart,
-                      "by": row.by or SYSTEM, "reason": row.reason}
             try:
-                await self._notify(row.store, row.owner, params)
+                await self._notify(row.store, row.owner, self.notice(row))
             except Exception:  # the book is stored; the register is told again on request
                 _LOGGER.exception("cannot tell %s/%s about %s", row.store, row.owner,
                                   row.transfer_id)
+
+    @staticmethod
+    def notice(row: TransferRow) -> dict[str, Any]:
+        """The ``cash.reconciliation`` params that tell a register this row's status."""
+        return {"transfer_id": row.transfer_id, "status": row.status,
+                "counterpart": row.counterpart, "by": row.by or SYSTEM, "reason": row.reason}
+
+    async def untold(self, store: str) -> list[tuple[str, dict[str, Any]]]:
+        """(register, params) for each transfer of an open register session whose status in
+        the register's own events (the session's summary) differs from the book's: a notice
+        lost with a crash, or sent while the register was away. Sent again by the service."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for session in await self.storage.sessions([store], datetime.now(UTC), None):
+            if session.status != "open":
+                continue
+            for seen in session.summary.get("transfers") or []:
+                row = await self.storage.transfer(store, str(seen.get("transfer_id")))
+                if row is None or row.side != "register" or row.owner != session.register:
+                    continue
+                if (seen.get("status"), seen.get("counterpart")) != (row.status,
+                                                                       row.counterpart):
+                    out.append((row.owner, self.notice(row)))
+        return out
 
     @staticmethod
     def _step(row: TransferRow, kind: str, ts: str, data: dict[str, Any] | None = None

@@ -35,6 +35,8 @@ from .storage.base import EventRow, RegisterRow, Storage
 from .storage.factory import open_storage
 
 _LOGGER = logging.getLogger(__name__)
+#: How often the cash book's statuses are compared with what the registers recorded (seconds)
+RETELL_INTERVAL = 30.0
 
 
 def device_alarms(state: dict[str, Any]) -> list[str]:
@@ -82,6 +84,8 @@ class StoreService:
         self.cashbook = CashBook(self.storage, config.safes_by_store(), self._tell_register)
         self._clients: dict[tuple[str, str], KassadClient] = {}
         self._telling: set[asyncio.Task[None]] = set()
+        self._in_flight: set[tuple[str, str]] = set()  # (store, transfer_id) being told
+        self.retell_interval = RETELL_INTERVAL
 
     def stop(self) -> None:
         if not self._stop.is_set():
@@ -119,7 +123,8 @@ class StoreService:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._link.run(), name="store-mqtt"),
                          group.create_task(self._batches(), name="store-ingest"),
-                         group.create_task(self._gap_watch(), name="store-gaps")]
+                         group.create_task(self._gap_watch(), name="store-gaps"),
+                         group.create_task(self._retell(), name="store-retell")]
                 if self.config.http is not None:
                     self.http = HttpServer(create_app(self.storage, self.config.stores,
                                                       cashbook=self.cashbook),
@@ -268,9 +273,13 @@ class StoreService:
 
     # -- the cash book tells registers (issue 9) ---------------------------------------------
 
-    async def _tell_register(self, store: str, register: str, params: dict[str, Any]) -> None:
+    async def _tell_register(self, store: str, register: str, params: dict[str, Any], *,
+                             retell: bool = False) -> None:
         """Send ``cash.reconciliation`` in the background: KassadClient resends it until the
         register answers (its journal makes a resend harmless)."""
+        told = (store, str(params.get("transfer_id")))
+        if retell and told in self._in_flight:
+            return  # under way: its event has not come back yet
         key = (store, register)
         client = self._clients.get(key)
         if client is None:
@@ -286,10 +295,27 @@ class StoreService:
             except Exception as e:  # the store's book stands; the register is told again
                 _LOGGER.error("%s/%s: cash.reconciliation of %s not done: %s", store, register,
                               params.get("transfer_id"), e)
+            finally:
+                self._in_flight.discard(told)
+
+        self._in_flight.add(told)
 
         task = asyncio.get_running_loop().create_task(send(), name="tell-register")
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
+
+    async def _retell(self) -> None:
+        """Tell registers again what their own events show they do not know yet."""
+        while True:
+            await asyncio.sleep(self.retell_interval)
+            for store in self.config.stores:
+                try:
+                    untold = await self.cashbook.untold(store)
+                except Exception as e:  # storage down: the watchdog reports it
+                    _LOGGER.warning("cash book of %s not compared: %s", store, e)
+                    continue
+                for register, params in untold:
+                    await self._tell_register(store, register, params, retell=True)
 
     # -- ingest loops -------------------------------------------------------------------------
 

@@ -529,3 +529,31 @@ async def test_the_aggregator_tells_the_register(broker: MosquittoBroker,
         service.stop()
         async with asyncio.timeout(15):
             await running
+
+
+async def test_what_a_register_has_not_recorded_is_told_again(storage: Storage) -> None:
+    """The book against the registers' own events: a notice lost (a crash, a register away
+    past the command's deadline) shows as a difference in the open session's summary."""
+    book = CashBook(storage, SAFES)
+    till = Till("R1")
+    till.open("s-1")
+    drop = till.out("s-1", ("safe", "SAFE1"), {"SEK": 700})
+    await book.take_events(till.rows)
+    await book.safe_action("S1", "SAFE1", "declare_start", {"SEK": 0}, employee="mia")
+    await book.safe_action("S1", "SAFE1", "receipt", {"SEK": 700}, employee="mia",
+                           register="R1", of_transfer=drop)
+
+    def session(status: str, seen: str, counterpart: str | None) -> SessionRow:
+        return replace(closed_session("s-1", "R1"), status=status,  # type: ignore[arg-type]
+                       closed_at=None if status == "open" else "2099-01-01T00:00:00Z",
+                       summary={"transfers": [{"transfer_id": drop, "status": seen,
+                                               "counterpart": counterpart}]})
+
+    await storage.upsert_session(session("open", "unreconciled", None))
+    assert await book.untold("S1") == [("R1", {
+        "transfer_id": drop, "status": "reconciled", "counterpart": "SAFE1-S1",
+        "by": {"employee": None, "role": "system"}, "reason": None})]
+    await storage.upsert_session(session("open", "reconciled", "SAFE1-S1"))
+    assert await book.untold("S1") == []
+    await storage.upsert_session(session("closed", "unreconciled", None))
+    assert await book.untold("S1") == []

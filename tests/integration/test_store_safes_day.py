@@ -32,12 +32,14 @@ def sek(amount: int) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def aggregator(broker: MosquittoBroker, tmp_path: Path) -> AsyncIterator[StoreService]:
+async def aggregator(broker: MosquittoBroker, tmp_path: Path, retell: float = 30.0,
+                     ) -> AsyncIterator[StoreService]:
     config = StoreConfig(stores=["S1"], broker=broker_config(broker.port),
                          database=f"sqlite:///{tmp_path / 'store.db'}", reorder_timeout=0.5,
                          http={"port": 0},
                          safes={"S1": [{"id": "SAFE1", "name": "Back office"}]})
     service = StoreService(config)
+    service.retell_interval = retell
     task = asyncio.create_task(service.run())
     try:
         async with asyncio.timeout(10):
@@ -179,3 +181,40 @@ async def _exists(stored: Any, transfer_id: str) -> bool:
 async def _closed(store: StoreService, session_id: str) -> bool:
     row = await store.storage.session(session_id)
     return row is not None and row.status == "closed"
+
+
+async def test_a_lost_notice_is_sent_again(broker: MosquittoBroker, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r1.toml", port=broker.port, journal=tmp_path / "j.db",
+                          consumers=["store-agg"])
+    async with aggregator(broker, tmp_path, retell=0.3) as store, \
+            running_register(config) as register, \
+            KassadClient(broker_config(broker.port), store="S1", register="R1",
+                         requester="pos-1") as pos:
+        assert store.http is not None
+        api = Api(store.http.port)
+        tell = store.cashbook._notify
+        lost: list[dict[str, Any]] = []
+
+        async def lose(store_id: str, register_id: str, params: dict[str, Any]) -> None:
+            lost.append(params)
+
+        store.cashbook._notify = lose
+        await pos.send("session.open", {"starting_float": sek(10_000)})
+        drop = await pos.send("cash.transfer_out", {"to": {"kind": "safe", "id": "SAFE1"},
+                                                    "amount": sek(10_000)})
+        drop_id = drop.data["transfer"]["transfer_id"]
+        await api.ok("/safes/SAFE1/declare_start", {"amounts": {"SEK": 0}, "employee": "mia"})
+        await api.ok("/safes/SAFE1/receipt", {"amounts": {"SEK": 10_000}, "employee": "mia",
+                                              "register": "R1", "of_transfer": drop_id})
+        await eventually(lambda: _reconciled(api, drop_id), what="reconciled at the store")
+        assert [p["transfer_id"] for p in lost] == [drop_id]
+        # The notice was lost: the comparison with the register's own events sends it again.
+        await until(lambda: status_at_register(register, drop_id) == "reconciled",
+                    what="the register told again")
+        store.cashbook._notify = tell
+        await pos.send("session.close", {"counted": sek(0), "leave_in_drawer": sek(0)})
+
+
+async def _reconciled(api: Api, transfer_id: str) -> bool:
+    reply = await api.call(f"/transfers/{transfer_id}")
+    return reply.status == 200 and reply.json()["status"] == "reconciled"
