@@ -3,7 +3,11 @@ the uvicorn server that runs it inside the aggregator's event loop.
 
 Endpoints, under ``/api/v1/stores/{store}``: ``discrepancies``, ``cash``, ``sessions`` (``sort``
 start|end|discrepancy, ``order`` asc|desc, ``training`` include|exclude|only),
-``sessions/{session_id}``, ``registers``, ``alarms``. The list views take ``format=csv`` for a
+``sessions/{session_id}``, ``registers``, ``alarms``; issue 9's ``safes``, ``safes/{safe}``,
+``POST safes/{safe}/{declare_start|receipt|float|bank_deposit|count}``, ``transfers``
+(``status`` all|reconciled|unreconciled), ``transfers/{id}``, ``POST transfers/reconcile`` and
+``POST transfers/unreconcile`` (a manager; a refusal is 400, 403, 404, 409 or 422 with a
+``detail`` that says why). The list views take ``format=csv`` for a
 download of what the JSON shows (layout: :mod:`.views`). A date range is ``from`` / ``to``: an
 RFC 3339 time with its offset, or a date (``to`` a date: through the end of that day) in the
 time zone ``tz`` (IANA name, default UTC); the views hold the sessions that overlap [from, to).
