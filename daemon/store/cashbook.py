@@ -126,14 +126,24 @@ class CashBook:
         return [safes.reconciled(new, other.transfer_id, SYSTEM, None),
                 safes.reconciled(other, new.transfer_id, SYSTEM, None)]
 
-    async def _record(self, new: TransferRow, extra: list[CashStep]) -> list[TransferRow]:
-        ts = self._clock()
-        rows = await self._auto(new, ts)
-        steps = [*extra, self._step(new, "transfer.recorded", ts, _transfer_dict(new))]
-        if len(rows) == 2:
-            steps += [self._step(r, "transfer.reconciled", ts) for r in rows]
-        await self.storage.save_cash(rows, steps)
-        return rows
+    async def _record(self, new: TransferRow, extra: list[CashStep]) -> list[TransferRow] | None:
+        """Store a new transfer (reconciled with its counterpart if they match); None: it is
+        stored already (by another aggregator on the same database)."""
+        for _ in range(5):
+            ts = self._clock()
+            rows = await self._auto(new, ts)
+            steps = [*extra, self._step(new, "transfer.recorded", ts, _transfer_dict(new))]
+            expect = None
+            if len(rows) == 2:
+                steps += [self._step(r, "transfer.reconciled", ts) for r in rows]
+                expect = {rows[1].transfer_id: "unreconciled"}
+            if await self.storage.save_cash(rows, steps, new=new.transfer_id, expect=expect):
+                return rows
+            if await self.storage.transfer(new.store, new.transfer_id) is not None:
+                return None
+            # The counterpart changed meanwhile (another aggregator): match again.
+        raise CashRuleError(409, f"transfer {new.transfer_id}: the book keeps changing; "
+                                 "try again")
 
     # -- from the registers -----------------------------------------------------------------------
 
@@ -152,8 +162,12 @@ class CashBook:
                     continue
                 if await self.storage.transfer(new.store, new.transfer_id) is not None:
                     continue  # seen before (a replay at start-up)
-                rows_saved = await self._record(new, [])
-                if len(rows_saved) == 2:
+                try:
+                    rows_saved = await self._record(new, [])
+                except CashRuleError as e:  # recorded at the next start-up's replay
+                    _LOGGER.error("%s/%s seq %s: %s", row.store, row.register, row.seq, e)
+                    continue
+                if rows_saved is not None and len(rows_saved) == 2:
                     changed += rows_saved
         await self._told(changed)
 
@@ -196,6 +210,8 @@ class CashBook:
                         "register": register, "of_transfer": transfer.of_transfer}
                 step = CashStep(store, ts, kind, safe, {**data, **extra}, employee=employee)
                 rows = await self._record(transfer, [step])
+                if rows is None:  # another aggregator numbered a transfer of this safe
+                    raise CashRuleError(409, f"safe {safe} changed meanwhile: try again")
                 result["transfer"] = _transfer_dict(rows[0])
                 if len(rows) == 2:
                     changed = rows
@@ -240,8 +256,11 @@ class CashBook:
                 done = [safes.reconciled(a, b.transfer_id, by, reason),
                         safes.reconciled(b, a.transfer_id, by, reason)]
             ts = self._clock()
-            await self.storage.save_cash(done, [self._step(r, "transfer.reconciled", ts)
-                                                for r in done])
+            if not await self.storage.save_cash(
+                    done, [self._step(r, "transfer.reconciled", ts) for r in done],
+                    expect={r.transfer_id: r.status for r in rows}):
+                raise CashRuleError(409, "the transfers changed meanwhile: reload and try "
+                                         "again")
         await self._told(done)
         return done
 
@@ -272,10 +291,13 @@ class CashBook:
                         "be unreconciled"))
             done = [safes.unreconciled(r, by, (reason or "").strip()) for r in rows]
             ts = self._clock()
-            await self.storage.save_cash(done, [
-                CashStep(store, ts, "transfer.unreconciled", r.transfer_id,
-                         {"counterpart": old.counterpart}, employee=by["employee"],
-                         role="manager", reason=r.reason) for r, old in zip(done, rows,
-                                                                               strict=True)])
+            if not await self.storage.save_cash(done, [
+                    CashStep(store, ts, "transfer.unreconciled", r.transfer_id,
+                             {"counterpart": old.counterpart}, employee=by["employee"],
+                             role="manager", reason=r.reason)
+                    for r, old in zip(done, rows, strict=True)],
+                    expect={r.transfer_id: r.status for r in rows}):
+                raise CashRuleError(409, "the transfers changed meanwhile: reload and try "
+                                         "again")
         await self._told(done)
         return done

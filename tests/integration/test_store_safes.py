@@ -27,6 +27,7 @@ from kassad.daemon.store.cashbook import CashBook
 from kassad.daemon.store.config import StoreConfig
 from kassad.daemon.store.http import HttpServer, create_app
 from kassad.daemon.store.ingest import Ingest, parse_event
+from kassad.daemon.store.safes import CashRuleError
 from kassad.daemon.store.service import StoreService
 from kassad.daemon.store.storage.base import (
     CashStep,
@@ -106,6 +107,44 @@ async def test_transfers_and_steps_are_stored_and_read_back(storage: Storage) ->
         "SAFE1-S1", "R1-T2"]
     ids = [s.id for s in await storage.cash_steps("S1", "R1-T1")]
     assert len(ids) == 2 and ids == sorted(ids)
+
+
+async def test_a_save_is_conditional_on_what_is_stored(storage: Storage) -> None:
+    """``new``: not stored yet; ``expect``: stored with that status — else nothing written
+    (several aggregators on one database)."""
+    step = CashStep("S1", "2024-05-01T10:00:00Z", "transfer.recorded", "R1-T1", {})
+    assert await storage.save_cash([row("R1-T1")], [step], new="R1-T1") is True
+    assert await storage.save_cash([row("R1-T1", note="again")], [step], new="R1-T1") is False
+    assert (await storage.transfer("S1", "R1-T1")).note is None  # type: ignore[union-attr]
+    assert len(await storage.cash_steps("S1")) == 1
+    done = replace(row("R1-T1"), status="reconciled")
+    assert await storage.save_cash([done], [step], expect={"R1-T1": "reconciled"}) is False
+    assert await storage.save_cash([done], [step], expect={"R1-T9": "unreconciled"}) is False
+    assert len(await storage.cash_steps("S1")) == 1
+    assert await storage.save_cash([done, row("R1-T2")], [step], new="R1-T2",
+                                   expect={"R1-T1": "unreconciled"}) is True
+    assert [t.status for t in await storage.transfers("S1")] == ["reconciled", "unreconciled"]
+    assert len(await storage.cash_steps("S1")) == 2
+
+
+async def test_two_aggregators_record_a_transfer_once(storage: Storage) -> None:
+    """Two books on one database take the same event (a shared subscription): one records
+    it; the safe's next transfer number taken meanwhile is a 409, never an overwrite."""
+    till = Till("R1")
+    till.open("s-1")
+    till.out("s-1", ("safe", "SAFE1"), {"SEK": 700})
+    one, two = CashBook(storage, SAFES), CashBook(storage, SAFES)
+    await asyncio.gather(one.take_events(till.rows), two.take_events(till.rows))
+    kinds = [s.kind for s in await storage.cash_steps("S1")]
+    assert kinds == ["transfer.recorded"]
+    await one.safe_action("S1", "SAFE1", "declare_start", {"SEK": 0}, employee="mia")
+    taken = replace(row("SAFE1-S1"), side="safe", owner="SAFE1")
+    await storage.save_cash([taken], [])  # as if another aggregator just numbered it
+    with pytest.raises(CashRuleError) as refused:
+        await one.safe_action("S1", "SAFE1", "receipt", {"SEK": 700}, employee="mia",
+                              register="R1", of_transfer="R1-T1")
+    assert refused.value.status == 409
+    assert (await storage.transfer("S1", "SAFE1-S1")) == taken
 
 
 async def test_a_failed_save_stores_nothing(storage: Storage) -> None:

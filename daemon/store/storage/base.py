@@ -10,6 +10,7 @@ upserts; the views read them. Every method is one transaction.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -194,9 +195,14 @@ class Storage(ABC):
     # -- the cash book of safes and transfers (issue 9) -------------------------------------
 
     @abstractmethod
-    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep]) -> None:
+    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep], *,
+                        new: str | None = None, expect: Mapping[str, str] | None = None,
+                        ) -> bool:
         """Upsert these transfers (by store and transfer_id) and append these steps, in one
-        transaction."""
+        transaction — only if the transfer ``new`` (one of them) is not stored yet and each
+        transfer in ``expect`` is stored with that status (in the store of the first
+        transfer); else write nothing and return False. Several aggregators on one database
+        thereby neither record a transfer twice nor act on a status another one changed."""
 
     @abstractmethod
     async def transfer(self, store: str, transfer_id: str) -> TransferRow | None: ...

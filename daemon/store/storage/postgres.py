@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -50,6 +50,7 @@ from .schema import (
     classify,
     event_from_row,
     event_values,
+    insert_new_transfer_sql,
     insert_step_sql,
     key_order,
     pending_steps,
@@ -64,6 +65,7 @@ from .schema import (
     step_values,
     steps_sql,
     transfer_from_row,
+    transfer_status_sql,
     transfer_values,
     transfers_sql,
     upsert_register_sql,
@@ -300,15 +302,31 @@ class PostgresStorage(Storage):
     async def registers(self, store: str | None = None) -> list[RegisterRow]:
         return [register_from_row(r) for r in await self._fetch(*registers_sql(POSTGRES, store))]
 
-    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep]) -> None:
-        async def work(conn: _Conn) -> None:
+    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep], *,
+                        new: str | None = None, expect: Mapping[str, str] | None = None,
+                        ) -> bool:
+        async def work(conn: _Conn) -> bool:
+            if expect and transfers:
+                for transfer_id in sorted(expect):  # rows locked in one order by everyone
+                    cur = await conn.execute(transfer_status_sql(POSTGRES, lock=True),
+                                             (transfers[0].store, transfer_id))
+                    found = await cur.fetchone()
+                    if found is None or found[0] != expect[transfer_id]:
+                        return False
+            first = [t for t in transfers if t.transfer_id == new]
+            if first:
+                cur = await conn.execute(insert_new_transfer_sql(POSTGRES),
+                                         transfer_values(first[0]))
+                if cur.rowcount != 1:
+                    return False
             # In transfer order: two writers lock the same rows in the same order.
             for row in sorted(transfers, key=lambda t: (t.store, t.transfer_id)):
                 await conn.execute(upsert_transfer_sql(POSTGRES), transfer_values(row))
             for step in steps:
                 await conn.execute(insert_step_sql(POSTGRES), step_values(step))
+            return True
 
-        await self._transaction(work)
+        return await self._transaction(work)
 
     async def transfer(self, store: str, transfer_id: str) -> TransferRow | None:
         rows = await self._fetch(*transfers_sql(POSTGRES, store, transfer_id))

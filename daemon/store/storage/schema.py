@@ -328,6 +328,17 @@ def upsert_transfer_sql(d: Dialect) -> str:
             "ts_key = excluded.ts_key, body = excluded.body")
 
 
+def insert_new_transfer_sql(d: Dialect) -> str:
+    p = d.param
+    return ("INSERT INTO transfers (store, transfer_id, status, of_transfer, ts_key, body) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (store, transfer_id) DO NOTHING")
+
+
+def transfer_status_sql(d: Dialect, lock: bool) -> str:
+    return (f"SELECT status FROM transfers WHERE store = {d.param} AND transfer_id = {d.param}"
+            + (" FOR UPDATE" if lock else ""))
+
+
 def transfer_values(r: TransferRow) -> tuple[Any, ...]:
     body = {name: getattr(r, name) for name in _TRANSFER_FIELDS}
     return (r.store, r.transfer_id, r.status, r.of_transfer, ts_key(r.ts), canonical_json(body))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -44,6 +44,7 @@ from .schema import (
     classify,
     event_from_row,
     event_values,
+    insert_new_transfer_sql,
     insert_step_sql,
     key_order,
     pending_steps,
@@ -58,6 +59,7 @@ from .schema import (
     step_values,
     steps_sql,
     transfer_from_row,
+    transfer_status_sql,
     transfer_values,
     transfers_sql,
     upsert_register_sql,
@@ -166,11 +168,22 @@ def _add_alarm(db: sqlite3.Connection, alarm: Alarm) -> None:
                "VALUES (?, ?, ?, ?, ?, ?)", alarm_values(alarm))
 
 
-def _save_cash(db: sqlite3.Connection, transfers: list[TransferRow],
-               steps: list[CashStep]) -> None:
-    with _transaction(db):
+def _save_cash(db: sqlite3.Connection, transfers: list[TransferRow], steps: list[CashStep],
+               new: str | None, expect: Mapping[str, str] | None) -> bool:
+    with _transaction(db):  # BEGIN IMMEDIATE: no other writer until the commit
+        if expect and transfers:
+            for transfer_id, status in expect.items():
+                row = db.execute(transfer_status_sql(SQLITE, lock=False),
+                                 (transfers[0].store, transfer_id)).fetchone()
+                if row is None or row[0] != status:
+                    return False
+        first = [t for t in transfers if t.transfer_id == new]
+        if first and db.execute(insert_new_transfer_sql(SQLITE),
+                                transfer_values(first[0])).rowcount != 1:
+            return False
         db.executemany(upsert_transfer_sql(SQLITE), [transfer_values(t) for t in transfers])
         db.executemany(insert_step_sql(SQLITE), [step_values(s) for s in steps])
+    return True
 
 
 def _execute(db: sqlite3.Connection, sql: str, args: list[Any]) -> list[Any]:
@@ -270,8 +283,10 @@ class SqliteStorage(Storage):
         sql, args = registers_sql(SQLITE, store)
         return [register_from_row(r) for r in await self._db_call(_execute, sql, args)]
 
-    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep]) -> None:
-        await self._db_call(_save_cash, transfers, steps)
+    async def save_cash(self, transfers: list[TransferRow], steps: list[CashStep], *,
+                        new: str | None = None, expect: Mapping[str, str] | None = None,
+                        ) -> bool:
+        return await self._db_call(_save_cash, transfers, steps, new, expect)
 
     async def transfer(self, store: str, transfer_id: str) -> TransferRow | None:
         rows = await self._db_call(_execute, *transfers_sql(SQLITE, store, transfer_id))
