@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import json
+import sqlite3
 import urllib.error
 import urllib.request
 import uuid
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import psycopg
 import pytest
+from psycopg import sql
 
 from kassad.daemon.contract.events import GENESIS_HASH, event_hash
 from kassad.daemon.store.cashbook import CashBook
@@ -145,6 +148,33 @@ async def test_two_aggregators_record_a_transfer_once(storage: Storage) -> None:
                               register="R1", of_transfer="R1-T1")
     assert refused.value.status == 409
     assert (await storage.transfer("S1", "SAFE1-S1")) == taken
+
+
+async def test_a_schema_1_database_is_migrated(storage: Storage) -> None:
+    """A store database of before issue 9 (schema 1) gets the cash book's tables on open."""
+    await storage.save_cash([row("R1-T1")], [])
+    await storage.close()
+    drop = ["DROP TABLE cash_steps", "DROP TABLE transfers",
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version'"]
+    if isinstance(storage, SqliteStorage):
+        with sqlite3.connect(storage.path) as db:
+            for statement in drop:
+                db.execute(statement)
+        again: Storage = SqliteStorage(storage.path)
+    else:
+        assert isinstance(storage, PostgresStorage)
+        with psycopg.connect(storage._dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(storage.schema)))
+            for statement in drop:
+                conn.execute(statement)  # type: ignore[call-overload]
+        again = PostgresStorage(storage._dsn, schema=storage.schema)
+    await again.open()
+    try:
+        assert await again.transfers("S1") == []
+        assert await again.save_cash([row("R1-T1")], [], new="R1-T1") is True
+    finally:
+        await again.close()
+    await storage.open()  # the fixture closes it
 
 
 async def test_a_failed_save_stores_nothing(storage: Storage) -> None:
