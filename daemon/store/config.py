@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..config import (
@@ -58,6 +58,16 @@ class StoreConfig(BaseSettings):
                                           "id = \"SAFE1\", name = \"Back office\"")
     http: HttpConfig | None = Field(HttpConfig(), description="the store view; null: none")
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _safes_of_served_stores(self) -> StoreConfig:
+        for store, listed in self.safes.items():
+            if store not in self.stores:
+                raise ValueError(f"safes: store {store!r} is not in stores")
+            ids = [safe.id for safe in listed]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"safes.{store}: a safe id is listed twice")
+        return self
 
     def safes_by_store(self) -> dict[str, dict[str, str]]:
         return {store: {safe.id: safe.name or safe.id for safe in self.safes.get(store, [])}

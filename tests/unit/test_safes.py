@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from kassad.daemon.store import safes
+from kassad.daemon.store.config import StoreConfig
 from kassad.daemon.store.safes import CashRuleError
 from kassad.daemon.store.storage.base import CashStep, TransferRow
 
@@ -172,3 +173,13 @@ def test_amounts_are_positive_integers_per_iso_code(amounts: dict[str, Any]) -> 
     with pytest.raises(CashRuleError) as refused:
         safes.clean_amounts(amounts)
     assert refused.value.status == 422
+
+
+def test_the_configuration_lists_each_served_stores_safes() -> None:
+    config = StoreConfig(stores=["S1", "S2"], safes={"S1": [{"id": "SAFE1", "name": "Back"},
+                                                            {"id": "SAFE2"}]})
+    assert config.safes_by_store() == {"S1": {"SAFE1": "Back", "SAFE2": "SAFE2"}, "S2": {}}
+    with pytest.raises(ValueError, match="not in stores"):
+        StoreConfig(stores=["S1"], safes={"S9": [{"id": "SAFE1"}]})
+    with pytest.raises(ValueError, match="listed twice"):
+        StoreConfig(stores=["S1"], safes={"S1": [{"id": "SAFE1"}, {"id": "SAFE1"}]})
