@@ -102,6 +102,13 @@ def drive(base: str, tmp_path: Path) -> None:
                            "SAFE1-S1", "mia (manager)", "10.00 kept for change"]
         assert driver.find_element(By.ID, "tab-reconciled").get_attribute(
             "aria-selected") == "true"
+        driver.find_element(By.CSS_SELECTOR, "#safe-ledger summary").click()
+        steps = driver.find_elements(By.CSS_SELECTOR, "#ledger-table tbody tr[data-kind]")
+        assert [str(r.get_attribute("data-kind")) for r in steps] == [
+            "safe.declare_start", "safe.receipt"]
+        assert figures(driver.find_element(By.ID, "ledger-table"),
+                       "tbody tr[data-kind='safe.receipt']")[1:] == [
+            "Receipt", "290.00 SEK", "mia", "register R1 · SAFE1-S1"]
         assert "status=reconciled" in str(driver.find_element(
             By.ID, "transfers-csv").get_attribute("href"))
 

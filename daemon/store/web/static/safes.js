@@ -97,6 +97,33 @@ function renderSafes(json) {
     el('td', { class: 'num' }, s.last_count ? amounts(s.last_count.discrepancy) : '—'))));
 }
 
+const STEP_LABELS = {
+  'safe.declare_start': 'Start amount', 'safe.receipt': 'Receipt',
+  'safe.float_issued': 'Float issued', 'safe.bank_deposit': 'Bank deposit',
+  'safe.count': 'Count',
+};
+
+function renderLedger(json) {
+  const tbody = $('#ledger-table tbody');
+  if (!json.ledger.length) {
+    tbody.replaceChildren(el('tr', { class: 'empty' }, el('td', { colspan: 5 },
+      'Nothing recorded yet.')));
+    return;
+  }
+  tbody.replaceChildren(...json.ledger.map((step) => {
+    const d = step.data;
+    const details = [d.register && `register ${d.register}`, d.transfer_id,
+      d.of_transfer && `names ${d.of_transfer}`, d.bag && `bag ${d.bag}`,
+      d.discrepancy && `discrepancy ${Object.entries(d.discrepancy)
+        .map(([c, v]) => `${formatMinor(v, c)} ${c}`).join(', ') || '0'}`, d.note]
+      .filter(Boolean).join(' · ');
+    return el('tr', { 'data-kind': step.kind }, el('td', {}, step.ts),
+      el('td', {}, STEP_LABELS[step.kind] || step.kind),
+      el('td', { class: 'num' }, amounts(d.amounts || d.counted)),
+      el('td', {}, step.employee || ''), el('td', {}, details));
+  }));
+}
+
 function party(t) {
   const side = (kind, id) => `${kind === 'safe' ? 'safe ' : ''}${id}`;
   const me = side(t.side, t.owner);
@@ -134,6 +161,9 @@ async function load() {
   $('#transfers-csv').href = storeUrl('/transfers', { status: view.status, format: 'csv' });
   try {
     renderSafes(await call(storeUrl('/safes')));
+    if ($('#safe-id').value) {
+      renderLedger(await call(storeUrl(`/safes/${encodeURIComponent($('#safe-id').value)}`)));
+    }
     renderTransfers(await call(storeUrl('/transfers', { status: view.status })));
   } catch (error) {
     say(`Could not load the safes and transfers: ${error.message}`, true);
@@ -209,6 +239,7 @@ function start() {
     load();
   });
   $('#safe-form').addEventListener('submit', onSafe);
+  $('#safe-id').addEventListener('change', load);
   $('#reconcile-form').addEventListener('submit', onReconcile);
   $('#safes [role="tablist"]').addEventListener('click', onTab);
   load();
