@@ -193,7 +193,21 @@ class CashBook:
             kind = "safe.float_issued" if action == "float" else f"safe.{action}"
             extra = {k: v for k, v in (("bag", bag), ("seal", seal), ("note", note)) if v}
             result: dict[str, Any] = {}
-            if action in ("receipt", "float"):
+            if action == "declare_start" and any(data["amounts"].values()):
+                # Cash from outside the store (the bank): one-sided, so it waits for a
+                # manager to reconcile it by hand, with a reason (the seed's day).
+                transfer = TransferRow(
+                    store=store, transfer_id=safes.safe_transfer_id(safe, figures),
+                    side="safe", owner=safe, direction="in",
+                    party={"kind": "external", "id": "start_amount"},
+                    amounts=safes.nonzero(data["amounts"]), ts=ts, employee=employee,
+                    bag=bag, seal=seal, note=note)
+                data = {**data, "transfer_id": transfer.transfer_id}
+                step = CashStep(store, ts, kind, safe, {**data, **extra}, employee=employee)
+                if await self._record(transfer, [step]) is None:
+                    raise CashRuleError(409, f"safe {safe} changed meanwhile: try again")
+                result["transfer"] = _transfer_dict(transfer)
+            elif action in ("receipt", "float"):
                 if not register:
                     raise CashRuleError(422, f"{action}: the register the cash "
                                              f"{'comes from' if action == 'receipt' else 'goes to'}"

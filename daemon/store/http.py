@@ -254,7 +254,8 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class Party(_Model):
-    kind: Literal["safe", "register"]
+    kind: Literal["safe", "register", "external"] = Field(
+        description="external: from outside the store (a safe's start amount)")
     id: str
 
 

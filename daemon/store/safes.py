@@ -12,7 +12,8 @@ cash to another register) or ``cash.transferred_in`` (a float entry), or a safe'
 - a reconciled pair is unreconciled by a manager with a reason, until a register session that
   holds one of its transfers has closed.
 
-A safe's ledger is its steps: ``declare_start`` (counted start amount, once), ``receipt`` (+),
+A safe's ledger is its steps: ``declare_start`` (counted start amount, once: a one-sided
+transfer in from outside the store, reconciled by hand as the seed's day does), ``receipt`` (+),
 ``float_issued`` (−), ``bank_deposit`` (−) and ``count`` (a tender declaration: counted against
 the expected amount, the difference is the discrepancy). Expected = start + receipts − floats
 issued − bank deposits, per currency.
@@ -183,6 +184,8 @@ def fold_safe(safe: str, steps: Iterable[CashStep]) -> SafeFigures:
         if kind == "declare_start":
             figures.declared = True
             figures.start = amounts
+            if step.data.get("transfer_id"):  # a start amount is a transfer in, from outside
+                figures.transfers_made += 1
         elif kind == "receipt":
             figures.receipts = add(figures.receipts, amounts)
             figures.transfers_made += 1

@@ -387,8 +387,12 @@ async def test_a_day_with_a_safe(store: Store) -> None:
         "store": "S1", "safe": "SAFE1", "name": "Back office", "declared": False, "start": {},
         "receipts": {}, "floats_issued": {}, "bank_deposits": {}, "expected": {},
         "last_count": None}]
-    await api.ok("/safes/SAFE1/declare_start", {"amounts": {"SEK": 1_000_000},
-                                                "employee": "mia"})
+    declared = await api.ok("/safes/SAFE1/declare_start", {"amounts": {"SEK": 1_000_000},
+                                                           "employee": "mia"})
+    # Cash from outside the store: a one-sided transfer in, reconciled by hand later.
+    safe_start = declared["transfer"]["transfer_id"]
+    assert safe_start == "SAFE1-S1" and declared["transfer"]["status"] == "unreconciled"
+    assert declared["transfer"]["party"] == {"kind": "external", "id": "start_amount"}
     assert await store.safe() == {"start": {"SEK": 1_000_000}, "receipts": {},
                                   "floats_issued": {}, "bank_deposits": {},
                                   "expected": {"SEK": 1_000_000}}
@@ -401,7 +405,7 @@ async def test_a_day_with_a_safe(store: Store) -> None:
                                                  "employee": "mia", "register": "R1",
                                                  "bag": "C1"})
     float_id = issued["transfer"]["transfer_id"]
-    assert float_id == "SAFE1-S1" and issued["transfer"]["status"] == "unreconciled"
+    assert float_id == "SAFE1-S2" and issued["transfer"]["status"] == "unreconciled"
     assert issued["figures"]["expected"] == {"SEK": 950_000}
     entry = till.into("s-1", ("safe", "SAFE1"), {"SEK": 50_000}, of_transfer=float_id)
     await store.feed(till)
@@ -414,7 +418,7 @@ async def test_a_day_with_a_safe(store: Store) -> None:
         "bag": "B1", "seal": "0001"})
     assert received["transfer"]["status"] == "reconciled"
     assert received["transfer"]["counterpart"] == drop
-    assert store.told.take() == [("R1", drop, "reconciled", "SAFE1-S2")]
+    assert store.told.take() == [("R1", drop, "reconciled", "SAFE1-S3")]
     assert await store.safe() == {"start": {"SEK": 1_000_000}, "receipts": {"SEK": 300_000},
                                   "floats_issued": {"SEK": 50_000}, "bank_deposits": {},
                                   "expected": {"SEK": 1_250_000}}
@@ -443,8 +447,8 @@ async def test_a_day_with_a_safe(store: Store) -> None:
 
     # Open transfers: the register's start amount and the end-of-day pair.
     view = await api.ok("/transfers?status=unreconciled")
-    assert [t["transfer_id"] for t in view["transfers"]] == [start, eod, short_id]
-    assert view["unreconciled"] == 3
+    assert [t["transfer_id"] for t in view["transfers"]] == [start, eod, safe_start, short_id]
+    assert view["unreconciled"] == 4
     # The unbalanced end-of-day pair without a reason: refused, saying why.
     message = await api.refused("/transfers/reconcile",
                                 {"transfers": [eod, short_id], **MIA}, 400)
@@ -465,17 +469,23 @@ async def test_a_day_with_a_safe(store: Store) -> None:
     await api.ok("/transfers/reconcile", {"transfers": [start], **MIA,
                                           "reason": "start amount from the safe's float bag"})
     assert store.told.take() == [("R1", start, "reconciled", None)]
+    # The safe's start amount, from the bank: by hand too (the seed's day).
+    assert "reason is required" in await api.refused("/transfers/reconcile",
+                                                     {"transfers": [safe_start], **MIA}, 400)
+    await api.ok("/transfers/reconcile", {"transfers": [safe_start], **MIA,
+                                          "reason": "the day's start amount from the bank"})
+    assert store.told.take() == []  # a safe's transfer: no register to tell
     assert (await api.ok("/transfers?status=unreconciled"))["transfers"] == []
-    assert len((await api.ok("/transfers?status=reconciled"))["transfers"]) == 7
+    assert len((await api.ok("/transfers?status=reconciled"))["transfers"]) == 8
 
     # Unreconcile while the session is open; the register is told; then reconcile again.
     undone = await api.ok("/transfers/unreconcile", {"transfer_id": drop, **MIA,
                                                      "reason": "wrong bag"})
-    assert {t["transfer_id"] for t in undone["transfers"]} == {drop, "SAFE1-S2"}
+    assert {t["transfer_id"] for t in undone["transfers"]} == {drop, "SAFE1-S3"}
     assert store.told.take() == [("R1", drop, "unreconciled", None)]
     assert "say why" in await api.refused("/transfers/unreconcile",
                                           {"transfer_id": eod, **MIA, "reason": ""}, 400)
-    await api.ok("/transfers/reconcile", {"transfers": ["SAFE1-S2", drop], **MIA})
+    await api.ok("/transfers/reconcile", {"transfers": ["SAFE1-S3", drop], **MIA})
     store.told.take()
     # Every step of the drop with who and why.
     detail = await api.ok(f"/transfers/{drop}")
@@ -487,7 +497,7 @@ async def test_a_day_with_a_safe(store: Store) -> None:
     # Once the register's session has closed: no unreconcile.
     await store.storage.upsert_session(closed_session("s-1", "R1"))
     assert "can no longer be unreconciled" in await api.refused(
-        "/transfers/unreconcile", {"transfer_id": "SAFE1-S2", **MIA, "reason": "late"}, 409)
+        "/transfers/unreconcile", {"transfer_id": "SAFE1-S3", **MIA, "reason": "late"}, 409)
 
     # The safe's ledger, and the CSVs.
     ledger = (await api.ok("/safes/SAFE1"))["ledger"]
@@ -497,7 +507,7 @@ async def test_a_day_with_a_safe(store: Store) -> None:
     reply = await api.call("/transfers?format=csv")
     assert reply.content_type.startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(reply.body.decode())))
-    assert len(rows) == 7 and {r["status"] for r in rows} == {"reconciled"}
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"reconciled"}
     by_id = {r["transfer_id"]: r for r in rows}
     assert by_id[drop]["amount_minor"] == "300000" and by_id[drop]["amount"] == "3000.00"
     assert by_id[drop]["bag"] == "B1" and by_id[eod]["reason"] == "10.00 kept for change"
@@ -537,8 +547,9 @@ async def test_what_the_api_refuses(store: Store) -> None:
     till.open("s-1")
     till.out("s-1", ("safe", "SAFE1"), {"SEK": 700})
     await store.feed(till)
-    assert (await api.ok("/transfers/SAFE1-S2"))["counterpart"] == "R1-T1"
-    assert store.told.take() == [("R1", "R1-T1", "reconciled", "SAFE1-S2")]
+    # SAFE1-S1 is the start amount, S2 the float: the receipt is S3.
+    assert (await api.ok("/transfers/SAFE1-S3"))["counterpart"] == "R1-T1"
+    assert store.told.take() == [("R1", "R1-T1", "reconciled", "SAFE1-S3")]
     assert "already reconciled" not in await api.refused("/transfers/reconcile", {
         "transfers": ["SAFE1-S1", "SAFE1-S1"], **MIA, "reason": "x"}, 422)
 
@@ -589,7 +600,7 @@ async def test_the_aggregator_tells_the_register(broker: MosquittoBroker,
         assert topic == "kassad/v1/S1/R1/cmd/cash.reconciliation"
         assert command["requester"] == "store-agg-agg-1"
         assert command["params"] == {"transfer_id": entry, "status": "reconciled",
-                                     "counterpart": "SAFE1-S1",
+                                     "counterpart": issued["transfer"]["transfer_id"],
                                      "by": {"employee": None, "role": "system"},
                                      "reason": None}
         row = await service.storage.transfer("S1", entry)

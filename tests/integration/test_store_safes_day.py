@@ -78,8 +78,9 @@ async def test_a_day_of_the_dynamics_365_seed(broker: MosquittoBroker, tmp_path:
             return reply.json() if reply.status == 200 else None
 
         # 1. The start amount in the safe: 10 000.00.
-        await api.ok("/safes/SAFE1/declare_start", {"amounts": {"SEK": 1_000_000},
-                                                    "employee": "mia"})
+        declared = await api.ok("/safes/SAFE1/declare_start", {"amounts": {"SEK": 1_000_000},
+                                                               "employee": "mia"})
+        safe_start = declared["transfer"]["transfer_id"]
         assert (await safe())["expected"] == {"SEK": 1_000_000}
         # 2. A float of 1 000.00 from the safe; the cashier enters it without naming it.
         issued = await api.ok("/safes/SAFE1/float", {
@@ -156,6 +157,13 @@ async def test_a_day_of_the_dynamics_365_seed(broker: MosquittoBroker, tmp_path:
         counted = await api.ok("/safes/SAFE1/count", {"amounts": {"SEK": 149_000},
                                                       "employee": "mia"})
         assert counted["data"]["discrepancy"] == {}
+        # The safe's start amount came from outside the store (the bank): it never pairs,
+        # so the manager reconciles it by hand, with a reason (the seed's last step).
+        lone = await api.call("/transfers/reconcile", {"transfers": [safe_start], **MIA})
+        assert lone.status == 400 and "reason is required" in lone.json()["detail"]
+        started = await api.ok("/transfers/reconcile", {
+            "transfers": [safe_start], **MIA, "reason": "the day's start amount from the bank"})
+        assert started["transfers"][0]["status"] == "reconciled"
         # 9. The register closes, every transfer reconciled; no unreconcile after that.
         closed = await pos.send("session.close", close, employee="anna")
         assert closed.data["session"]["discrepancy"] == {"SEK": 0}

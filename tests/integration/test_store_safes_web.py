@@ -79,27 +79,34 @@ def drive(base: str, tmp_path: Path) -> None:
         until(driver, lambda d: open_ids(d) == ["R1-T1"], "the open drop")
         assert (safe_row(driver) or [""])[0] == "Back office (no start amount)"
         record(driver, "declare_start", "1000")
-        until(driver, lambda d: "Recorded." in text(d, "#safes-status"), "the start amount")
+        until(driver, lambda d: "Recorded: transfer SAFE1-S1 (unreconciled)." in text(
+            d, "#safes-status"), "the start amount")
+        # The start amount came from outside the store: an open transfer of its own.
+        until(driver, lambda d: open_ids(d) == ["R1-T1", "SAFE1-S1"], "the start amount open")
         until(driver, lambda d: (safe_row(d) or [""] * 6)[5] == "1000.00 SEK",
               "the expected amount")
         # The drop received 10.00 short without naming it: a second open transfer.
         record(driver, "receipt", "290,00", "R1")
-        until(driver, lambda d: open_ids(d) == ["R1-T1", "SAFE1-S1"], "the receipt")
+        until(driver, lambda d: open_ids(d) == ["R1-T1", "SAFE1-S1", "SAFE1-S2"], "the receipt")
         until(driver, lambda d: (safe_row(d) or [""] * 6)[5] == "1290.00 SEK", "receipts")
-        for box in driver.find_elements(By.CSS_SELECTOR, "#transfers-table input"):
-            box.click()
+        for transfer_id in ("R1-T1", "SAFE1-S2"):  # the drop and its receipt
+            driver.find_element(By.CSS_SELECTOR, f"#transfers-table tbody "
+                                f"tr[data-transfer-id='{transfer_id}'] input").click()
         driver.find_element(By.ID, "manager").send_keys("mia")
         driver.find_element(By.CSS_SELECTOR, "#reconcile-form button[value=reconcile]").click()
         until(driver, lambda d: "reason is required" in text(d, "#safes-status"), "the refusal")
         driver.find_element(By.ID, "reason").send_keys("10.00 kept for change")
         driver.find_element(By.CSS_SELECTOR, "#reconcile-form button[value=reconcile]").click()
-        until(driver, lambda d: open_ids(d) == [], "no open transfers")
+        until(driver, lambda d: open_ids(d) == ["SAFE1-S1"], "only the start amount open")
+        start_row = figures(driver.find_element(By.ID, "transfers-table"),
+                            "tbody tr[data-transfer-id='SAFE1-S1']")
+        assert start_row[2] == "outside the store (start amount) → safe SAFE1"
         driver.find_element(By.ID, "tab-reconciled").click()
-        until(driver, lambda d: open_ids(d) == ["R1-T1", "SAFE1-S1"], "the reconciled tab")
+        until(driver, lambda d: open_ids(d) == ["R1-T1", "SAFE1-S2"], "the reconciled tab")
         row = figures(driver.find_element(By.ID, "transfers-table"),
                       "tbody tr[data-transfer-id='R1-T1']")
         assert row[1:] == ["R1-T1", "R1 → safe SAFE1", "300.00 SEK", row[4], "Reconciled",
-                           "SAFE1-S1", "mia (manager)", "10.00 kept for change"]
+                           "SAFE1-S2", "mia (manager)", "10.00 kept for change"]
         assert driver.find_element(By.ID, "tab-reconciled").get_attribute(
             "aria-selected") == "true"
         driver.find_element(By.CSS_SELECTOR, "#safe-ledger summary").click()
@@ -108,7 +115,7 @@ def drive(base: str, tmp_path: Path) -> None:
             "safe.declare_start", "safe.receipt"]
         assert figures(driver.find_element(By.ID, "ledger-table"),
                        "tbody tr[data-kind='safe.receipt']")[1:] == [
-            "Receipt", "290.00 SEK", "mia", "register R1 · SAFE1-S1"]
+            "Receipt", "290.00 SEK", "mia", "register R1 · SAFE1-S2"]
         assert "status=reconciled" in str(driver.find_element(
             By.ID, "transfers-csv").get_attribute("href"))
 

@@ -125,7 +125,8 @@ function renderLedger(json) {
 }
 
 function party(t) {
-  const side = (kind, id) => `${kind === 'safe' ? 'safe ' : ''}${id}`;
+  const side = (kind, id) => (kind === 'external' ? 'outside the store (start amount)'
+    : `${kind === 'safe' ? 'safe ' : ''}${id}`);
   const me = side(t.side, t.owner);
   const other = side(t.party.kind, t.party.id);
   return t.direction === 'out' ? `${me} → ${other}` : `${other} → ${me}`;
