@@ -53,10 +53,13 @@ def _transfer_dict(row: TransferRow) -> dict[str, Any]:
 class CashBook:
     def __init__(self, storage: Storage, safes_by_store: Mapping[str, Mapping[str, str]],
                  notify: Notify | None = None,
-                 clock: Callable[[], str] = utc_timestamp) -> None:
-        """``safes_by_store``: store → {safe id: name}."""
+                 clock: Callable[[], str] = utc_timestamp,
+                 managers: Mapping[str, Iterable[str]] | None = None) -> None:
+        """``safes_by_store``: store → {safe id: name}; ``managers``: store → the employees
+        with the manager role (a store not listed takes the role a request claims)."""
         self.storage = storage
         self.safes = safes_by_store
+        self.managers = {store: frozenset(ids) for store, ids in (managers or {}).items()}
         self._notify = notify
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -249,17 +252,20 @@ class CashBook:
             rows.append(row)
         return rows
 
-    @staticmethod
-    def _manager(employee: str | None, role: str) -> dict[str, Any]:
+    def _manager(self, store: str, employee: str | None, role: str) -> dict[str, Any]:
         if role != "manager":
             raise CashRuleError(403, f"role {role!r}: only a manager reconciles by hand")
         if not employee:
             raise CashRuleError(422, "employee: who reconciles is required")
+        listed = self.managers.get(store)
+        if listed is not None and employee not in listed:
+            raise CashRuleError(403, f"employee {employee} does not have the manager role in "
+                                     f"store {store} (managers in the store's configuration)")
         return {"employee": employee, "role": "manager"}
 
     async def reconcile(self, store: str, ids: list[str], *, employee: str | None, role: str,
                         reason: str | None) -> list[TransferRow]:
-        by = self._manager(employee, role)
+        by = self._manager(store, employee, role)
         async with self._lock:
             rows = safes.plan_manual_reconcile(await self._look_up(store, ids), reason)
             reason = (reason or "").strip() or None
@@ -282,7 +288,7 @@ class CashBook:
                           role: str, reason: str | None) -> list[TransferRow]:
         """Unreconcile a transfer and its counterpart; refused (409) once a register session
         holding either has closed."""
-        by = self._manager(employee, role)
+        by = self._manager(store, employee, role)
         if not (reason or "").strip():
             raise CashRuleError(400, "reason: say why the transfers are unreconciled")
         async with self._lock:

@@ -56,6 +56,10 @@ class StoreConfig(BaseSettings):
     safes: dict[Id, list[SafeConfig]] = Field(
         default_factory=dict, description="store → its safes (issue 9): [[safes.S0421]] "
                                           "id = \"SAFE1\", name = \"Back office\"")
+    managers: dict[Id, list[Id]] = Field(
+        default_factory=dict, description="store → employee ids with the manager role, who "
+                                          "may reconcile by hand; a store not listed takes the "
+                                          "role the request claims")
     http: HttpConfig | None = Field(HttpConfig(), description="the store view; null: none")
     logging: LoggingConfig = LoggingConfig()
 
@@ -67,6 +71,9 @@ class StoreConfig(BaseSettings):
             ids = [safe.id for safe in listed]
             if len(set(ids)) != len(ids):
                 raise ValueError(f"safes.{store}: a safe id is listed twice")
+        for store in self.managers:
+            if store not in self.stores:
+                raise ValueError(f"managers: store {store!r} is not in stores")
         return self
 
     def safes_by_store(self) -> dict[str, dict[str, str]]:

@@ -81,7 +81,8 @@ class StoreService:
         self._registers: dict[tuple[str, str], RegisterRow] = {}
         self._link: MqttLink | None = None
         self.http: HttpServer | None = None
-        self.cashbook = CashBook(self.storage, config.safes_by_store(), self._tell_register)
+        self.cashbook = CashBook(self.storage, config.safes_by_store(), self._tell_register,
+                                 managers=config.managers)
         self._clients: dict[tuple[str, str], KassadClient] = {}
         self._telling: set[asyncio.Task[None]] = set()
         self._in_flight: set[tuple[str, str]] = set()  # (store, transfer_id) being told

@@ -256,7 +256,7 @@ async def _publish(topic: str, body: dict[str, Any], retain: bool) -> None:
 async def test_two_registers_transfers_reconcile_through_the_ingest_in_any_order(
         storage: Storage) -> None:
     told = Told()
-    book = CashBook(storage, SAFES, told)
+    book = CashBook(storage, SAFES, told, managers={"S1": ["mia"]})
     ingest = Ingest(storage, consumer="store-agg", publish=_publish, clock=lambda: 0.0,
                     on_events=book.take_events)
     r1, r2 = Till("R1"), Till("R2")
@@ -354,7 +354,7 @@ class Store:
 @pytest.fixture
 async def store(storage: Storage) -> AsyncIterator[Store]:
     told = Told()
-    book = CashBook(storage, SAFES, told)
+    book = CashBook(storage, SAFES, told, managers={"S1": ["mia"]})
     server = HttpServer(create_app(storage, ["S1"], cashbook=book), "127.0.0.1", 0)
     task = asyncio.create_task(server.run())
     try:
@@ -455,6 +455,10 @@ async def test_a_day_with_a_safe(store: Store) -> None:
     assert "do not balance" in message and "reason is required" in message
     assert "refused" not in message and "-1000" in message
     # Not a manager: refused.
+    # A manager's role the store does not give this employee: refused.
+    assert "does not have the manager role" in await api.refused("/transfers/reconcile", {
+        "transfers": [eod, short_id], "employee": "bo", "role": "manager",
+        "reason": "x"}, 403)
     assert "only a manager" in await api.refused("/transfers/reconcile", {
         "transfers": [eod, short_id], "employee": "anna", "role": "cashier",
         "reason": "x"}, 403)
