@@ -1,6 +1,7 @@
 """The POS side of the contract, for Python POS applications and ``kassad send``.
 
->>> async with KassadClient(BrokerConfig(), store="S1", register="R1", requester="pos-1") as c:
+>>> async with KassadClient(BrokerConfig(), store="S1", register="R1", requester="pos-1",
+...                         employee="e17") as c:
 ...     result = await c.send("payment.record", {"kind": "other", "payment_type": "card",
 ...                                              "amount": {"amount": 32000, "currency": "SEK"}})
 
@@ -111,6 +112,7 @@ class KassadClient:
         store: str,
         register: str,
         requester: str,
+        employee: str | None = None,
         client_id: str | None = None,
         ttl: float = 30.0,
         retry_interval: float = 1.0,
@@ -121,6 +123,8 @@ class KassadClient:
         self.topics = RegisterTopics(store, register)
         self.requester = check_id(requester, "requester id")
         self.reply_topic = self.topics.res(requester)
+        #: Who is at the register: sent with every command that does not name its own.
+        self.employee = employee
         self._ttl = ttl
         self._retry = retry_interval
         self._result_retry = result_retry_interval
@@ -185,8 +189,10 @@ class KassadClient:
 
         ``issued_at``: when the person asked for it, if earlier than now (a command queued by
         the POS while it was offline keeps its age: a late drawer kick is refused).
+        ``employee`` defaults to the client's own (the constructor's ``employee``).
         """
         cmd_id = cmd_id or new_cmd_id()
+        employee = employee if employee is not None else self.employee
         ttl = ttl or self._ttl
         issued = issued_at or datetime.now(UTC)
         expires = issued + timedelta(seconds=ttl)
