@@ -24,6 +24,9 @@ from ..contract.topics import INVALID_REQUESTER, RegisterTopics
 _CMD_ID_RE = re.compile(CMD_ID_PATTERN)
 _ID_RE = re.compile(ID_PATTERN)
 _MAX_ERRORS_SHOWN = 10
+# What a refusal quotes of the payload (a key, a version, a command name) is cut to this:
+# an answer and its cmd.rejected event stay small whatever was sent.
+_MAX_QUOTED = 80
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,15 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_QUOTED else f"{text[:_MAX_QUOTED - 1]}…"
+
+
 def _describe(error: ValidationError, prefix: str) -> tuple[ErrorCode, str, dict[str, Any]]:
     items = error.errors(include_url=False, include_input=False)
     problems = [
-        {"field": ".".join(str(p) for p in (prefix, *e["loc"]) if p != ""), "problem": e["msg"]}
+        {"field": ".".join(_clip(str(p)) for p in (prefix, *e["loc"]) if p != ""),
+         "problem": _clip(e["msg"])}
         for e in items
     ]
     # An amount beyond the protocol's bounds (negative, absurd) gets the specific code.
@@ -132,12 +140,14 @@ def parse_command(
     version = body.get("v")
     if type(version) is not int or version != 1:  # True and 1.0 are not 1 here
         return reject(ErrorCode.UNSUPPORTED_VERSION,
-                      f"v is {version!r}; this register speaks version 1 of the contract",
+                      f"v is {_clip(repr(version))}; this register speaks version 1 of the "
+                      "contract",
                       **ids)
     params_model = COMMAND_PARAMS.get(name)
     if params_model is None:
         return reject(ErrorCode.UNKNOWN_COMMAND,
-                      f"no command {name!r}; known: {', '.join(sorted(COMMAND_PARAMS))}", **ids)
+                      f"no command {_clip(repr(name))}; known: "
+                      f"{', '.join(sorted(COMMAND_PARAMS))}", **ids)
     try:
         envelope = CommandEnvelope.model_validate(body)
     except ValidationError as e:

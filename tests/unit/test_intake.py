@@ -364,3 +364,22 @@ def test_is_own_response_topic_refuses(topic):
 @pytest.mark.parametrize("topic", [RES + "pos-1", RES + "pos-1/replies", RES + "_invalid"])
 def test_is_own_response_topic_accepts(topic):
     assert TOPICS.is_own_response_topic(topic) is True
+
+
+# -- what a refusal quotes of the payload -----------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [
+    lambda big: ("session.adjust", envelope(params={big: 1})),
+    lambda big: ("session.adjust", envelope(**{big: 1})),
+    lambda big: ("session.adjust", envelope(v=big)),
+    lambda big: ("session.adjust", envelope(v=[big])),
+    lambda big: (big, envelope()),
+], ids=["param key", "envelope key", "v", "v in a list", "command name"])
+def test_a_refusal_quotes_the_payload_only_briefly(build):
+    """A 1 MiB key, version or command name is not sent back (nor journaled) whole."""
+    name, body = build("k" * 1024 * 1024)
+    result = parse(name, body, max_bytes=4 * 1024 * 1024)
+    assert isinstance(result, Rejected)
+    assert len(json.dumps(result.refusal.as_error())) < 2000
+    assert "kkkkkkkkkk…" in result.refusal.message
