@@ -27,6 +27,9 @@ _MAX_ERRORS_SHOWN = 10
 # What a refusal quotes of the payload (a key, a version, a command name) is cut to this:
 # an answer and its cmd.rejected event stay small whatever was sent.
 _MAX_QUOTED = 80
+# Deeper JSON is refused (invalid_json): the deepest command (a receipt's blocks) needs ~8.
+_MAX_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,40 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _shape_problem(body: Any, payload: bytes, text: str) -> str | None:
+    """What JSON parses but a register does not take: nesting past ``_MAX_DEPTH`` (the same
+    limit whatever the parser's own recursion limit and the stack it runs on), and a ``\\u``
+    escape of a lone surrogate, which is no Unicode character (it could not be journaled or
+    answered as UTF-8). Walked only when the raw text could hold either."""
+    deep = payload.count(b"[") + payload.count(b"{") > _MAX_DEPTH
+    escapes = _SURROGATE_ESCAPE.search(text) is not None
+    if not (deep or escapes):
+        return None
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if escapes and not _is_unicode(value):
+                return "a \\u escape in it is a lone surrogate, not a character"
+        elif isinstance(value, dict | list):
+            if depth > _MAX_DEPTH:
+                return f"it is nested more than {_MAX_DEPTH} levels deep"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    stack.append((key, depth))
+                stack.append((item, depth + 1))
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _clip(text: str) -> str:
@@ -114,13 +151,15 @@ def parse_command(
                       f"the command is {len(payload)} bytes; this register takes at most "
                       f"{max_bytes}", details={"size": len(payload), "max": max_bytes})
     try:
-        body = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
-                          parse_constant=_not_json)
+        text = payload.decode("utf-8")
+        body = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_not_json)
     except UnicodeDecodeError as e:
         return reject(ErrorCode.INVALID_JSON, f"the payload is not UTF-8: {e.reason} at byte "
                       f"{e.start}")
     except (ValueError, RecursionError) as e:
         return reject(ErrorCode.INVALID_JSON, f"the payload is not valid JSON: {e}")
+    if problem := _shape_problem(body, payload, text):
+        return reject(ErrorCode.INVALID_JSON, f"the payload is not taken as JSON: {problem}")
     if not isinstance(body, dict):
         return reject(ErrorCode.INVALID_JSON,
                       f"the payload must be a JSON object, not {type(body).__name__}")

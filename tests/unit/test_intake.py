@@ -383,3 +383,56 @@ def test_a_refusal_quotes_the_payload_only_briefly(build):
     assert isinstance(result, Rejected)
     assert len(json.dumps(result.refusal.as_error())) < 2000
     assert "kkkkkkkkkk…" in result.refusal.message
+
+
+# -- JSON the parser reads but a register does not take ---------------------------------------
+
+
+def _nested(levels: int) -> str:
+    """A command whose params hold an unknown field nested to ``levels`` in all."""
+    inner = "[" * (levels - 2) + "]" * (levels - 2)
+    return '{"v":1,"cmd_id":"c1","requester":"pos-1","params":{"zz":' + inner + "}}"
+
+
+def _at_stack_depth(frames: int, call):
+    return call() if frames == 0 else _at_stack_depth(frames - 1, call)
+
+
+@pytest.mark.parametrize("frames", [0, 100, 400])
+def test_nesting_limit_is_the_same_whatever_the_stack(frames):
+    """64 levels are parsed (and refused for the unknown field); 65 are not JSON to us, and
+    this does not depend on how deep the parser was called (it did near Python's limit)."""
+    assert rejected(_at_stack_depth(frames, lambda: parse("drawer.open", _nested(64))),
+                    ErrorCode.INVALID_PAYLOAD).cmd_id == "c1"
+    for levels in (65, 900, 990):
+        result = _at_stack_depth(frames, lambda n=levels: parse("drawer.open", _nested(n)))
+        assert rejected(result, ErrorCode.INVALID_JSON).cmd_id is None
+
+
+@pytest.mark.parametrize("where", ["employee", "note", "key", "cmd_id", "deep"])
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ud83d", "\\ude00x"])
+def test_a_lone_surrogate_escape_is_invalid_json(where, escape):
+    """``"\\ud800"`` parses to a str that is no Unicode: it failed later, when journaled or
+    answered as UTF-8 (internal_error, the rejection not journaled)."""
+    params = '{"direction":"add","amount":{"amount":1,"currency":"SEK"}}'
+    text = {
+        "employee": f'{{"v":1,"cmd_id":"c1","requester":"p","employee":"{escape}",'
+                    f'"params":{params}}}',
+        "note": f'{{"v":1,"cmd_id":"c1","requester":"p","params":{params[:-1]},'
+                f'"note":"a{escape}b"}}}}',
+        "key": f'{{"v":1,"cmd_id":"c1","requester":"p","params":{{"{escape}":1}}}}',
+        "cmd_id": f'{{"v":1,"cmd_id":"c{escape}","requester":"p","params":{params}}}',
+        "deep": f'{{"v":1,"cmd_id":"c1","requester":"p","params":{{"a":[[{{"b":'
+                f'["{escape}"]}}]]}}}}',
+    }[where]
+    result = rejected(parse("session.adjust", text), ErrorCode.INVALID_JSON)
+    assert result.cmd_id is None
+    assert "surrogate" in result.refusal.message
+
+
+def test_a_surrogate_pair_is_a_character():
+    text = ('{"v":1,"cmd_id":"c1","requester":"p","employee":"\\ud83d\\ude00","params":'
+            '{"direction":"add","amount":{"amount":1,"currency":"SEK"},"note":"\\\\ud800"}}')
+    result = parse("session.adjust", text)
+    assert isinstance(result, Command), result
+    assert result.envelope.employee == "\U0001f600"
