@@ -269,7 +269,8 @@ async def bench_daemon(broker_proc: MosquittoBroker, work: Path, counts: Counts,
             broker = BrokerConfig(host=HOST, port=port)
             # Long retry intervals: a resend would be a duplicate, not a new command.
             async with KassadClient(broker, store=STORE, register=REGISTER, requester="bench",
-                                    ttl=120, retry_interval=30, result_retry_interval=30,
+                                    employee="bench", ttl=120, retry_interval=30,
+                                    result_retry_interval=30,
                                     ) as client:
                 await client.wait_connected()
                 await client.send("session.open",

@@ -296,7 +296,7 @@ class Pos:
         now = datetime.now(UTC)
         body = {"v": 1, "cmd_id": cmd_id, "issued_at": _stamp(now),
                 "expires_at": _stamp(now + timedelta(seconds=ttl)),
-                "requester": self.requester, "params": params}
+                "requester": self.requester, "employee": "bench", "params": params}
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.reply_topic
         props.CorrelationData = cmd_id.encode()

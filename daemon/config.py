@@ -62,6 +62,9 @@ class BrokerConfig(_Section):
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = Field(
+        None, description="the password in a file of its own (its first line), readable only "
+                          "by the service user; instead of password")
     tls: TlsConfig | None = None
     keepalive: int = Field(15, ge=5, le=3600, description="MQTT keepalive, seconds")
     connect_timeout: Seconds = 10.0
@@ -69,6 +72,23 @@ class BrokerConfig(_Section):
     will_delay: int = Field(5, ge=0, le=3600, description="Will Delay: no offline blip")
     reconnect_min: Seconds = 0.5
     reconnect_max: Seconds = 60.0
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BrokerConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def password_value(self) -> str | None:
+        """The password to connect with: ``password``, or the first line of ``password_file``,
+        read at each connect (a changed file takes effect at the next reconnect). OSError when
+        the file cannot be read; its message names the file, never the password."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        lines = self.password_file.read_text(encoding="utf-8").splitlines()
+        return lines[0] if lines else ""
 
 
 class JournalConfig(_Section):
@@ -176,6 +196,12 @@ class CommandsConfig(_Section):
     default_ttl: Seconds = Field(
         60.0, description="lifetime of a command that gives issued_at but no expires_at"
     )
+    require_employee: bool = Field(
+        True, description="commands that move cash or open the drawer must name the employee "
+                          "(else not_permitted)")
+    no_sale_roles: list[Id] = Field(
+        default_factory=list, description="drawer.open with reason no_sale only for employees "
+                                          "with one of these roles ([roles]); empty: anyone")
 
 
 def _usb_id(value: Any) -> Any:
@@ -439,7 +465,19 @@ class RegisterConfig(BaseSettings):
     devices: DevicesConfig = DevicesConfig()
     session: SessionConfig = SessionConfig()
     reports: ReportsConfig = ReportsConfig()
+    roles: dict[Id, list[Id]] = Field(
+        default_factory=dict, description="role → employee ids with it, e.g. manager = "
+                                          "[\"mia\"]; the manager role also counts for "
+                                          "approvals (with session.count_rules.managers)")
     logging: LoggingConfig = LoggingConfig()
+
+    def role_members(self) -> dict[str, frozenset[str]]:
+        """``[roles]``, with ``session.count_rules.managers`` counted in the manager role."""
+        members = {role: frozenset(ids) for role, ids in self.roles.items()}
+        if self.session.count_rules.managers:
+            members["manager"] = (members.get("manager", frozenset())
+                                  | frozenset(self.session.count_rules.managers))
+        return members
 
     @classmethod
     def settings_customise_sources(
@@ -460,6 +498,7 @@ class RegisterConfig(BaseSettings):
 RELOADABLE: tuple[str, ...] = (
     "logging.level",
     "commands.max_payload_bytes", "commands.clock_skew", "commands.default_ttl",
+    "commands.require_employee", "commands.no_sale_roles", "roles",
     "delivery.resend_after", "delivery.resend_after_max", "delivery.publish_timeout",
     "delivery.state_interval",
     "money.max_amount", "money.low_change_pieces", "money.exchange_rates",

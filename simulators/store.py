@@ -499,7 +499,8 @@ class SimulatedStore:
             for name, rig in self.registers.items():
                 client = await stack.enter_async_context(KassadClient(
                     BrokerConfig(host=HOST, port=self.broker_port), store=STORE,
-                    register=name, requester=f"pos-{name}", retry_interval=0.3))
+                    register=name, requester=f"pos-{name}", employee="e17",
+                    retry_interval=0.3))
                 tills[name] = ScriptedPos(client, rig, title=rig.spec.title, pace=pace,
                                           report=functools.partial(report, name))
             await self.while_running(self._all_days(tills))

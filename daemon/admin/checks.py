@@ -135,6 +135,24 @@ def check_config_access(path: Path, config: RegisterConfig,
     return None
 
 
+def check_password_file(config: RegisterConfig, account: Account | None) -> Result | None:
+    """[broker] password_file: there, readable by the service user, by nobody else."""
+    secret = config.broker.password_file
+    if secret is None:
+        return None
+    fix = f"chown root:kassad {secret} && chmod 0640 {secret}"
+    if not secret.is_file():
+        return fail("config", f"broker.password_file {secret}: no such file",
+                    f"put the broker password of this register in {secret}; {fix}")
+    if secret.stat().st_mode & 0o004:
+        return warn("config", f"broker.password_file {secret}: every user can read it "
+                    f"({_who(secret)})", fix)
+    if account is not None and not _allows(secret, account, 4):
+        return fail("config", f"broker.password_file {secret}: user {account.name} cannot "
+                    f"read it ({_who(secret)})", fix)
+    return None
+
+
 # -- journal -----------------------------------------------------------------------------------
 
 

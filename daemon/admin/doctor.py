@@ -23,6 +23,7 @@ from .checks import (
     check_installation,
     check_journal,
     check_journal_dir,
+    check_password_file,
     device_checks,
     printer_check,
 )
@@ -42,6 +43,9 @@ async def run_checks(path: Path, timeout: float,  # noqa: ASYNC109
         access = check_config_access(path, config, account)
         if access is not None:
             results.append(access)
+        secret = check_password_file(config, account)
+        if secret is not None:
+            results.append(secret)
         results += check_journal_dir(config, account)
         # A journal of a busy year takes a while to verify: off the loop, beside the network.
         journal = asyncio.create_task(asyncio.to_thread(check_journal, config))

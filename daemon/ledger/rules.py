@@ -461,7 +461,8 @@ def _approval(count: CountPolicy, approval: Approval) -> dict[str, Any]:
         raise CommandRefused(
             ErrorCode.NOT_PERMITTED,
             f"approval.employee: {approval.employee} does not have the manager role on this "
-            "register (session.count_rules.managers)", {"field": "approval.employee"})
+            "register (session.count_rules.managers, [roles] manager)",
+            {"field": "approval.employee"})
     return approval.model_dump()
 
 

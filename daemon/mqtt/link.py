@@ -118,7 +118,7 @@ class MqttLink:
             identifier=self._client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             username=b.username,
-            password=b.password.get_secret_value() if b.password else None,
+            password=b.password_value(),
             will=will,
             clean_start=self._clean_start,
             properties=connect_props,
@@ -137,7 +137,14 @@ class MqttLink:
         delay = self._broker.reconnect_min
         while True:
             will = await self._will() if self._will else None
-            client = self._make_client(will)
+            try:
+                client = self._make_client(will)
+            except OSError as e:  # the password file cannot be read: say so, try again later
+                _LOGGER.error("%s: cannot connect to %s:%s: %s", self._name, self._broker.host,
+                              self._broker.port, e)
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+                delay = min(delay * 2, self._broker.reconnect_max)
+                continue
             try:
                 async with client:
                     self.connections += 1

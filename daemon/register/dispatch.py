@@ -24,6 +24,7 @@ from ..contract.replies import ack_reply, error_reply, ok_reply
 from ..journal.journal import Journal
 from ..journal.store import CommandRecord, EventDraft, JournalError, SealedEvent
 from ..ledger.session import LedgerState
+from .access import AccessPolicy, check_access
 from .commands import Handler, Outcome, RegisterView
 from .intake import Command, Rejected
 
@@ -40,8 +41,20 @@ def _effective_expiry(command: Command, default_ttl: float) -> datetime | None:
     if env.expires_at is not None:
         return env.expires_at
     if env.issued_at is not None:
-        return env.issued_at + timedelta(seconds=default_ttl)
+        try:
+            return env.issued_at + timedelta(seconds=default_ttl)
+        except OverflowError:  # issued at the end of the calendar: it expires after it
+            return None
     return None
+
+
+def _stamp(moment: datetime) -> str:
+    """``utc_timestamp``, or the time as given when UTC would leave the calendar (year 1
+    east of Greenwich)."""
+    try:
+        return utc_timestamp(moment)
+    except OverflowError:
+        return moment.isoformat()
 
 
 class CommandWorker:
@@ -54,8 +67,11 @@ class CommandWorker:
         reply: ReplyFn,
         on_committed: Callable[[list[SealedEvent], LedgerState | None], None],
         crash_point: CrashPoint,
+        *,
+        access: AccessPolicy | None = None,
     ) -> None:
         self._journal = journal
+        self._access = access if access is not None else AccessPolicy()
         self._view = view
         self._handlers = handlers
         self._config = config
@@ -67,10 +83,13 @@ class CommandWorker:
         self.idle.set()
         self.running: set[asyncio.Task[None]] = set()
 
-    def reconfigure(self, handlers: dict[str, Handler], config: CommandsConfig) -> None:
+    def reconfigure(self, handlers: dict[str, Handler], config: CommandsConfig,
+                    access: AccessPolicy | None = None) -> None:
         """A reload: the next command is planned with these (one in hand keeps its plan)."""
         self._handlers = handlers
         self._config = config
+        if access is not None:
+            self._access = access
 
     async def run(self) -> None:
         while True:
@@ -170,9 +189,10 @@ class CommandWorker:
                 if expiry is not None and (now - expiry).total_seconds() > self._config.clock_skew:
                     raise CommandRefused(
                         ErrorCode.EXPIRED,
-                        f"the command expired at {utc_timestamp(expiry)} (now "
+                        f"the command expired at {_stamp(expiry)} (now "
                         f"{utc_timestamp(now)}); nothing was done",
-                        {"expires_at": utc_timestamp(expiry)})
+                        {"expires_at": _stamp(expiry)})
+                check_access(self._access, cmd.name, cmd.params, env.employee)
                 plans.append(handler.plan(self._view, cmd.params, env))
             except CommandRefused as refusal:
                 return self._rejection(env.cmd_id, cmd.name, env.requester, env.employee,

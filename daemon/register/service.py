@@ -28,7 +28,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from .. import __version__
-from ..config import RELOADABLE, CountRulesConfig, MoneyConfig, RegisterConfig
+from ..config import RELOADABLE, MoneyConfig, RegisterConfig
 from ..contract.commands import QUERY_COMMANDS, CmdStatusParams
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import AckMessage, EventType, ResyncRequest, utc_timestamp
@@ -49,6 +49,7 @@ from ..mqtt.link import (
 )
 from ..reload import FAILED_NOTE, Reload, reload_from
 from ..systemd import Notifier, run_watchdog, watchdog_interval
+from .access import AccessPolicy
 from .auto_close import AutoClose
 from .commands import Handler, default_handlers
 from .device_commands import device_handlers, job_result
@@ -78,9 +79,17 @@ def all_handlers(config: RegisterConfig) -> dict[str, Handler]:
     return {**default_handlers(), **device_handlers(config.devices), **report_handlers(config)}
 
 
-def count_policy(rules: CountRulesConfig, allow_unreconciled_close: bool = False) -> CountPolicy:
+def count_policy(config: RegisterConfig) -> CountPolicy:
+    """The count rules; the managers are ``count_rules.managers`` and ``[roles] manager``."""
+    rules = config.session.count_rules
     return CountPolicy(rules.blind, dict(rules.max_difference), rules.max_recounts,
-                       frozenset(rules.managers), allow_unreconciled_close)
+                       config.role_members().get("manager", frozenset()),
+                       config.session.allow_unreconciled_close)
+
+
+def access_policy(config: RegisterConfig) -> AccessPolicy:
+    return AccessPolicy(config.commands.require_employee,
+                        frozenset(config.commands.no_sale_roles), config.role_members())
 
 
 class RegisterService:
@@ -97,8 +106,7 @@ class RegisterService:
         self.topics = RegisterTopics(config.store, config.register_id)
         self.boot_id = str(uuid.uuid4())
         self.money = money_policy(config.money)
-        self.count_policy = count_policy(config.session.count_rules,
-                                         config.session.allow_unreconciled_close)
+        self.count_policy = count_policy(config)
         self.ledger = LedgerState()
         self.ready = asyncio.Event()
         self.notifier = notifier or Notifier.from_env()
@@ -167,7 +175,8 @@ class RegisterService:
                                    session_id=self._open_session_id)
             handlers = all_handlers(self.config)
             self._worker = CommandWorker(journal, self, handlers, self.config.commands,
-                                         self._reply_soon, self._committed, self._crash.hit)
+                                         self._reply_soon, self._committed, self._crash.hit,
+                                         access=access_policy(self.config))
             self._link = MqttLink(
                 self.config.broker, client_id=self.topics.client_id,
                 subscriptions=[self.topics.cmd_filter, self.topics.ack_filter,
@@ -306,10 +315,10 @@ class RegisterService:
         self.config = config
         logging.getLogger().setLevel(config.logging.level)
         self.money = money_policy(config.money)
-        self.count_policy = count_policy(config.session.count_rules,
-                                         config.session.allow_unreconciled_close)
+        self.count_policy = count_policy(config)
         if self._worker is not None:
-            self._worker.reconfigure(all_handlers(config), config.commands)
+            self._worker.reconfigure(all_handlers(config), config.commands,
+                                     access_policy(config))
         if self._outbox is not None:
             self._outbox.reconfigure(config.delivery)
         if self.devices is not None:

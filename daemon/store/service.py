@@ -292,7 +292,10 @@ class StoreService:
 
         async def send() -> None:
             try:
-                await client.send("cash.reconciliation", params)
+                # The employee who reconciled (none for the automatic match, role system).
+                by = params.get("by")
+                employee = by.get("employee") if isinstance(by, dict) else None
+                await client.send("cash.reconciliation", params, employee=employee or None)
             except Exception as e:  # the store's book stands; the register is told again
                 _LOGGER.error("%s/%s: cash.reconciliation of %s not done: %s", store, register,
                               params.get("transfer_id"), e)

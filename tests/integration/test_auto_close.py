@@ -87,7 +87,7 @@ def config(broker: MosquittoBroker, tmp_path: Path) -> Path:
 @pytest.fixture
 async def pos(broker: MosquittoBroker) -> AsyncIterator[KassadClient]:
     async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                            requester="pos-1") as client:
+                            requester="pos-1", employee="e1") as client:
         yield client
 
 

@@ -38,7 +38,8 @@ def sek(n: int) -> dict[str, Any]:
 
 def envelope(cmd_id: str | None = "c-1", params: dict[str, Any] | None = None,
              **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"v": 1, "cmd_id": cmd_id, "requester": "raw", "params": params or {}}
+    body: dict[str, Any] = {"v": 1, "cmd_id": cmd_id, "requester": "raw", "employee": "e1",
+                            "params": params or {}}
     body.update(extra)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -105,7 +106,7 @@ async def register_connected(register: RegisterService) -> None:
 @pytest.fixture
 async def pos(broker: MosquittoBroker, register: RegisterService) -> AsyncIterator[KassadClient]:
     async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                            requester="pos-1") as client:
+                            requester="pos-1", employee="e1") as client:
         yield client
 
 

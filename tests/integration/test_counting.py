@@ -34,7 +34,7 @@ async def register_with(broker: MosquittoBroker, tmp_path: Path, counters: list[
         async with asyncio.timeout(10):
             await service.ready.wait()
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1") as pos:
+                                requester="pos-1", employee="e1") as pos:
             yield service, pos
     finally:
         service.stop()

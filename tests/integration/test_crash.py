@@ -54,7 +54,7 @@ async def test_crash_between_intent_and_result_makes_the_command_indeterminate(
     answers: dict[str, str] = {}
     try:
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1", retry_interval=0.3) as pos:
+                                requester="pos-1", employee="e1", retry_interval=0.3) as pos:
             await pos.send("session.open", {"starting_float": {"amount": 0, "currency": "SEK"}},
                            cmd_id="open", ttl=60)
             restarter = asyncio.create_task(_restart_when_dead(register_process))
@@ -93,7 +93,7 @@ async def test_sigkill_in_a_burst_loses_nothing_acknowledged(
     try:
         async with running_consumer(broker.port, tmp_path / "agg.db") as agg, \
                 KassadClient(broker_config(broker.port), store="S1", register="R1",
-                             requester="pos-1", retry_interval=0.3) as pos:
+                             requester="pos-1", employee="e1", retry_interval=0.3) as pos:
             await pos.send("session.open", {"starting_float": {"amount": 0, "currency": "SEK"}},
                            ttl=60)
             queue: asyncio.Queue[int] = asyncio.Queue()

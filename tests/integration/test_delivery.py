@@ -60,7 +60,7 @@ async def test_broker_restart_mid_burst_loses_and_doubles_nothing(
     async with running_register(config) as register, \
             running_consumer(broker.port, tmp_path / "agg.db") as agg, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1", retry_interval=0.3) as pos:
+                         requester="pos-1", employee="e1", retry_interval=0.3) as pos:
         await pos.send("session.open", {"starting_float": {"amount": 0, "currency": "SEK"}})
         results = await _send_all(pos, 500, workers=8, restart_at=200, restart=broker.restart)
         assert len(results) == 500
@@ -98,7 +98,7 @@ async def test_consumer_behind_a_dropping_queue_still_gets_every_event(
         async with running_consumer(broker.port, tmp_path / "agg.db") as agg:
             await until(lambda: agg._link.is_connected, what="consumer connected")
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1") as pos:
+                                requester="pos-1", employee="e1") as pos:
             await pos.send("session.open", {"starting_float": {"amount": 0, "currency": "SEK"}})
             await _send_all(pos, 150, workers=4)
         last = register.state_snapshot()["last_seq"]

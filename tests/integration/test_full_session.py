@@ -58,7 +58,7 @@ async def test_reports_and_slips_are_printed_from_the_journal(
     port = await printer.serve_tcp()
     async with running_register(config(tmp_path, broker, port)) as register, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         await until(lambda: register.devices is not None and register.devices.printer
                     is not None and register.devices.printer.status is not None,
                     what="the printer answering")
@@ -116,7 +116,7 @@ async def test_a_blind_close_with_a_recount_and_a_managers_approval(
                              "max_recounts": 1, "managers": ["maria"]}}
     async with running_register(config(tmp_path, broker, port, session=rules)), \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         opened = await pos.send("session.open", {"starting_float": sek(100_000)})
         sale = await pos.send("payment.record", {"kind": "cash_sale", "tendered": sek(20_000),
                                                  "change": sek(5_000)})
@@ -152,7 +152,7 @@ async def test_training_is_published_but_kept_out_of_the_totals(
     port = await printer.serve_tcp()
     async with running_register(config(tmp_path, broker, port)), \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         await pos.send("session.open", {"starting_float": sek(0), "training": True})
         await pos.send("payment.record", {"kind": "cash_sale", "tendered": sek(50_000)})
         closed = await pos.send("session.close", {"counted": sek(50_000),
@@ -181,7 +181,7 @@ async def test_a_correction_after_the_close_reaches_the_store(
     try:
         async with running_register(config), \
                 KassadClient(broker_config(broker.port), store="S1", register="R1",
-                             requester="pos-1") as pos:
+                             requester="pos-1", employee="e1") as pos:
             await pos.send("session.open", {"starting_float": sek(100_000)})
             closed = await pos.send("session.close", {"counted": sek(99_000),
                                                       "leave_in_drawer": sek(50_000)})

@@ -66,7 +66,7 @@ async def store(broker: MosquittoBroker, tmp_path: Path, transport: dict[str, An
     service = RegisterService(loaded, usb_backend=usb_backend)
     async with running_service(service) as register, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         await until(lambda: register.devices is not None and register.devices.printer
                     is not None and register.devices.printer.status is not None,
                     what="printer status read")
@@ -325,7 +325,7 @@ async def test_receipt_waiting_for_paper_survives_a_restart_and_prints_once(
     transport = {"kind": "tcp", "host": "127.0.0.1", "port": port}
     sim.paper_out()
     async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                            requester="pos-2", result_retry_interval=0.5) as pos:
+                            requester="pos-2", employee="e1", result_retry_interval=0.5) as pos:
         async with store(broker, tmp_path, transport):
             job = asyncio.create_task(pos.send("print.receipt", {"document": RECEIPT}))
             await wait_event(tmp_path, "print.job", lambda d: d["state"] == "waiting")
@@ -353,7 +353,7 @@ async def test_receipt_interrupted_while_sent_is_indeterminate_and_reprinted_as_
     process.start(KASSAD_CRASH_AT="job_printing")
     try:
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1", retry_interval=0.3,
+                                requester="pos-1", employee="e1", retry_interval=0.3,
                                 result_retry_interval=0.3) as pos:
             job = asyncio.create_task(pos.send("print.receipt", {"document": RECEIPT},
                                                ttl=60))
@@ -426,7 +426,7 @@ async def test_kick_interrupted_by_a_crash_is_indeterminate_and_not_repeated(
     process.start(KASSAD_CRASH_AT="after_ack")
     try:
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1", retry_interval=0.3,
+                                requester="pos-1", employee="e1", retry_interval=0.3,
                                 result_retry_interval=0.3) as pos:
             kick = asyncio.create_task(pos.send("drawer.open", {"reason": "sale"}, ttl=60))
             assert await process.wait_exit() == 137
@@ -450,7 +450,7 @@ async def test_drawer_on_its_own_serial_interface(broker: MosquittoBroker,
             {"drawer": drawer})})
         async with running_service(RegisterService(config)) as register, \
                 KassadClient(broker_config(broker.port), store="S1", register="R1",
-                             requester="pos-1") as pos:
+                             requester="pos-1", employee="e1") as pos:
             await until(lambda: register.state_snapshot()["devices"]["drawer"]["state"]
                         == "closed", what="sensor read over the serial box")
             result = await pos.send("drawer.open", {"reason": "refund"})

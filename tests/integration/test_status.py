@@ -93,7 +93,7 @@ async def test_state_follows_the_session_and_resync_republishes(broker: Mosquitt
     async with running_register(config) as register, \
             watching(broker.port, f"{BASE}/state", f"{BASE}/evt") as seen, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         await pos.send("session.open", {"starting_float": {"amount": 5000, "currency": "SEK"}})
         state = await next_matching(seen, f"{BASE}/state", lambda b: b["session"] is not None)
         assert state["session"]["expected_cash"] == {"SEK": 5000}

@@ -62,7 +62,7 @@ async def test_three_registers_through_the_store(broker: MosquittoBroker,
             registers.append(await stack.enter_async_context(running_register(config)))
         for name in ("R1", "R2", "R3"):
             async with KassadClient(broker_config(broker.port), store="S1", register=name,
-                                    requester=f"pos-{name}") as pos:
+                                    requester=f"pos-{name}", employee="e1") as pos:
                 await run_steps(pos)
         for register in registers:
             await until(lambda r=register: r.state_snapshot()["delivery"]["pending"] == 0,
@@ -209,9 +209,9 @@ async def test_store_view_through_a_broker_restart_with_device_alarms(
                                                "port": port}, "status_interval": 0.1}})})
             registers.append(await stack.enter_async_context(running_register(config)))
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1", retry_interval=0.3) as one, \
+                                requester="pos-1", employee="e1", retry_interval=0.3) as one, \
                 KassadClient(broker_config(broker.port), store="S1", register="R2",
-                             requester="pos-2", retry_interval=0.3) as two:
+                             requester="pos-2", employee="e1", retry_interval=0.3) as two:
             first = asyncio.gather(run_steps(one), run_steps(two))
             await asyncio.to_thread(broker.restart)  # in the middle of both days
             await first

@@ -65,7 +65,7 @@ async def test_a_day_of_the_dynamics_365_seed(broker: MosquittoBroker, tmp_path:
                           consumers=["store-agg"])
     async with aggregator(broker, tmp_path) as store, running_register(config) as register, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         assert store.http is not None
         api = Api(store.http.port)
 
@@ -197,7 +197,7 @@ async def test_a_lost_notice_is_sent_again(broker: MosquittoBroker, tmp_path: Pa
     async with aggregator(broker, tmp_path, retell=0.3) as store, \
             running_register(config) as register, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         assert store.http is not None
         api = Api(store.http.port)
         tell = store.cashbook._notify

@@ -48,7 +48,7 @@ def card(n: int) -> dict[str, Any]:
 
 async def burst(port: int, register: str, count: int) -> None:
     async with KassadClient(broker_config(port), store="S1", register=register,
-                            requester=f"pos-{register}", retry_interval=0.3) as pos:
+                            requester=f"pos-{register}", employee="e1", retry_interval=0.3) as pos:
         await pos.send("session.open", {"starting_float": {"currency": "SEK", "amount": 0}})
         for n in range(1, count + 1):
             await pos.send("payment.record", card(n), cmd_id=f"{register}-{n}", ttl=120)

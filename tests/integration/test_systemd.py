@@ -101,7 +101,7 @@ async def test_register_tells_systemd_when_it_is_ready_how_it_is_and_when_it_sto
         await wait(notify, has("WATCHDOG"), after=first + 1, what="a second WATCHDOG=1")
 
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1") as pos:
+                                requester="pos-1", employee="e1") as pos:
             await pos.send("session.open", {"starting_float": sek(50000)}, employee="e1")
         await wait(notify, lambda n: "session 1 open" in status_of(n), after=ready,
                    what="STATUS with the open session")
@@ -177,7 +177,7 @@ async def test_sighup_applies_what_it_safely_can_and_names_what_needs_a_restart(
         ready = await wait(notify, has("READY"), what="READY=1")
         assert daemon.proc is not None
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1") as pos:
+                                requester="pos-1", employee="e1") as pos:
             await pos.send("session.open", {"starting_float": sek(10000)})
             await pos.send("payment.record", {"kind": "cash_sale", "amount": sek(500_00),
                                               "tendered": sek(500_00), "change": sek(0)})
@@ -233,7 +233,7 @@ async def test_sigterm_while_a_receipt_prints_finishes_the_receipt(
         await wait(notify, has("READY"), what="READY=1")
         assert daemon.proc is not None
         async with KassadClient(broker_config(broker.port), store="S1", register="R1",
-                                requester="pos-1", result_retry_interval=1.0) as pos:
+                                requester="pos-1", employee="e1", result_retry_interval=1.0) as pos:
             job = asyncio.create_task(pos.send("print.receipt", {"document": receipt},
                                                cmd_id="receipt-1001", ttl=60))
             await until(lambda: any(e["type"] == "print.job" and e["data"]["state"] == "printing"
@@ -274,7 +274,7 @@ async def test_sigterm_in_a_burst_of_payments_loses_nothing(
     try:
         async with running_consumer(broker.port, tmp_path / "agg.db") as agg, \
                 KassadClient(broker_config(broker.port), store="S1", register="R1",
-                             requester="pos-1", retry_interval=0.3) as pos:
+                             requester="pos-1", employee="e1", retry_interval=0.3) as pos:
             await wait(notify, has("READY"), what="READY=1")
             await pos.send("session.open", {"starting_float": sek(0)}, ttl=60)
             queue: asyncio.Queue[int] = asyncio.Queue()

@@ -30,9 +30,9 @@ async def test_transfers_change_the_drawer_and_block_the_close_until_reconciled(
                           consumers=[])
     async with running_register(config), \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos, \
+                         requester="pos-1", employee="e1") as pos, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="store-agg") as store:
+                         requester="store-agg", employee="e1") as store:
         await pos.send("session.open", {"starting_float": sek(0)})
         # The float comes from the safe: the safe's transfer is named, so it can reconcile.
         float_in = await pos.send("cash.transfer_in", {
@@ -96,7 +96,7 @@ async def test_a_store_that_allows_it_closes_with_open_transfers(
                           consumers=[], session={"allow_unreconciled_close": True})
     async with running_register(config), \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         await pos.send("session.open", {"starting_float": sek(50_000)})
         await pos.send("cash.transfer_out", {"to": {"kind": "safe", "id": "safe-1"},
                                              "amount": sek(50_000)})

@@ -25,7 +25,7 @@ async def test_worked_case_through_mqtt(broker: MosquittoBroker, tmp_path: Path)
     async with running_register(config) as register, \
             running_consumer(broker.port, tmp_path / "agg.db") as agg, \
             KassadClient(broker_config(broker.port), store="S1", register="R1",
-                         requester="pos-1") as pos:
+                         requester="pos-1", employee="e1") as pos:
         outcomes = await run_steps(pos)
         opened, _sale, _card, _refund, drop, refused, closed, auto = outcomes
 
