@@ -90,7 +90,11 @@ class MosquittoBroker:
         max_queued_messages: int | None = None,
         persistence: bool = False,
         extra_config: str = "",
+        listeners: str | None = None,
     ) -> None:
+        """``listeners``: configuration that replaces the default loopback listener open to
+        anonymous clients (a test of the shipped TLS/ACL configuration); ``port`` must be one
+        of its listeners, the one waited for at start."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = find_mosquitto()
@@ -100,9 +104,10 @@ class MosquittoBroker:
         self.persistence = persistence
         self._proc: subprocess.Popen[bytes] | None = None
 
+        head = ([f"listener {self.port} {HOST}", "allow_anonymous true"] if listeners is None
+                else [listeners.strip()])
         lines = [
-            f"listener {self.port} {HOST}",
-            "allow_anonymous true",
+            *head,
             # Without it a small message right after another waits for a delayed ACK (~40 ms).
             "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",

@@ -277,7 +277,9 @@ Next:
   2. Check it: kassad doctor --config /etc/kassad/kassad.toml
   3. Start it now and at every boot: systemctl enable --now kassad
   The store aggregator, on the machine that runs it: edit /etc/kassad/store.toml, then
-  systemctl enable --now kassad-store"""
+  systemctl enable --now kassad-store
+  The store's Mosquitto (TLS, passwords, the ACL): the files in share/kassad/mosquitto/ and
+  the README's "Security" section."""
 
 
 def build_parser() -> argparse.ArgumentParser:

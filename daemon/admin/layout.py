@@ -43,6 +43,12 @@ def shipped_files(prefix: PurePosixPath = DEFAULT_PREFIX) -> tuple[Shipped, ...]
         Shipped(RULES, lib / "udev/rules.d" / RULES, 0o644),
         Shipped("kassad-sysusers.conf", lib / "sysusers.d/kassad.conf", 0o644),
         Shipped("kassad-modules.conf", lib / "modules-load.d/kassad.conf", 0o644),
+        # The store broker's configuration, to copy to /etc/mosquitto on the machine that runs
+        # it (README "Security"): not put there, a register's machine runs no broker.
+        *(Shipped(source, prefix / "share/kassad/mosquitto" / name, 0o644) for source, name in (
+            ("mosquitto-store.conf", "kassad.conf"),
+            ("mosquitto-websockets.conf", "kassad-websockets.conf"),
+            ("mosquitto-kassad.acl", "kassad.acl"))),
         # 0640 root:kassad: the service reads them, other users cannot see the broker password.
         Shipped("kassad.example.toml", CONFIG_DIR / "kassad.toml", 0o640, user_owned=True),
         Shipped("store.example.toml", CONFIG_DIR / "store.toml", 0o640, user_owned=True),

@@ -26,6 +26,9 @@ FILES = {  # installed path → mode
     "usr/local/lib/udev/rules.d/60-kassad.rules": 0o644,
     "usr/local/lib/sysusers.d/kassad.conf": 0o644,
     "usr/local/lib/modules-load.d/kassad.conf": 0o644,
+    "usr/local/share/kassad/mosquitto/kassad.conf": 0o644,
+    "usr/local/share/kassad/mosquitto/kassad-websockets.conf": 0o644,
+    "usr/local/share/kassad/mosquitto/kassad.acl": 0o644,
     "etc/kassad/kassad.toml": 0o640,
     "etc/kassad/store.toml": 0o640,
 }
@@ -73,7 +76,7 @@ def test_install_twice_into_a_root(root: Path) -> None:
         st = (root / rel).stat()
         assert (st.st_uid, st.st_gid) == (0, kassad_gid), rel
     assert mode(root / "etc/kassad") == 0o750
-    assert "9 change(s) made." in first.stdout
+    assert "12 change(s) made." in first.stdout
     assert "systemctl enable --now kassad" in first.stdout  # the next steps
 
     before = {rel: (root / rel).stat().st_mtime_ns for rel in FILES}
@@ -109,7 +112,7 @@ def test_dry_run_changes_nothing(root: Path) -> None:
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert "would create /usr/local/lib/systemd/system/kassad.service" in done.stdout
     assert "would create user kassad" in done.stdout
-    assert "9 change(s) would be made." in done.stdout
+    assert "12 change(s) would be made." in done.stdout
 
 
 def test_prefix_usr_for_a_package_build(root: Path) -> None:

@@ -31,12 +31,21 @@ def _sqlite_path(url: str) -> Path:
     return Path(unquote(rest))
 
 
+def shown(url: str) -> str:
+    """``url`` fit for a message or a log: a password in it is replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def _postgres(url: str) -> PostgresStorage:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [v for k, v in query if k == "schema"]
     if schemas and not schemas[-1]:
-        raise ValueError(f"store database {url!r}: empty schema=")
+        raise ValueError(f"store database {shown(url)!r}: empty schema=")
     dsn = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query
                                                      if k != "schema"])))
     return PostgresStorage(dsn, schema=schemas[-1] if schemas else "kassad")
@@ -52,5 +61,5 @@ def open_storage(url: str) -> Storage:
     # A plain path has no scheme; "C:\\…"-style drive letters are not ours to guess at.
     if not sep and url.strip() and ":" not in url.split("/", 1)[0]:
         return SqliteStorage(Path(url))
-    raise ValueError(f"store database {url!r}: expected sqlite:///path/to/store.db, a file "
+    raise ValueError(f"store database {shown(url)!r}: expected sqlite:///path/to/store.db, a file "
                      "path, or postgresql://user@host:5432/dbname[?schema=name]")

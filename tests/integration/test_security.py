@@ -1,0 +1,436 @@
+"""The shipped Mosquitto configuration (systemd/mosquitto-store.conf and mosquitto-kassad.acl,
+adapted only in paths, ports and the store id) on a real Mosquitto: TLS, a password file,
+client certificates, the ACL. What is forbidden is shown dropped by publishing a legitimate
+marker after it to a client that may read both: the marker arrives, the forgery never did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from kassad.daemon.admin.layout import read_shipped
+from kassad.daemon.client import KassadClient
+from kassad.daemon.config import BrokerConfig, TlsConfig
+from kassad.daemon.store.config import StoreConfig
+from kassad.daemon.store.service import StoreService
+from kassad.simulators.broker import HOST, MosquittoBroker, free_port
+from tests.support.register import (
+    FAST_BROKER,
+    eventually,
+    running_register,
+    until,
+    write_config,
+)
+
+
+def shipped(name: str) -> str:
+    return read_shipped(name).decode("utf-8")
+
+STORE = "S1"  # the ACL's example store S0421 becomes S1; its POS blocks serve R01 and R02
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@dataclass
+class Pki:
+    """A throwaway CA, the broker's certificate and key, client certificates, passwords."""
+
+    folder: Path
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.crt"
+
+    def client_cert(self, name: str, cn: str) -> tuple[Path, Path]:
+        key, csr, crt = (self.folder / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-keyout", str(key), "-out", str(csr),
+                "-subj", "/CN=" + cn.replace("/", "\\/"), cwd=self.folder)
+        openssl("x509", "-req", "-in", str(csr), "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-out", str(crt), cwd=self.folder)
+        return crt, key
+
+
+def make_pki(folder: Path, users: list[str]) -> Pki:
+    folder.mkdir(parents=True)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=kassad test CA", cwd=folder)
+    (folder / "san.cnf").write_text(f"subjectAltName=IP:{HOST},DNS:localhost\n")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost",
+            cwd=folder)
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "broker.crt",
+            cwd=folder)
+    pki = Pki(folder)
+    passwd = folder / "passwd"
+    for user in users:
+        pki.passwords[user] = secrets.token_urlsafe(16)
+        subprocess.run(["mosquitto_passwd", *([] if passwd.exists() else ["-c"]), "-b",
+                        str(passwd), user, pki.passwords[user]], check=True,
+                       capture_output=True, timeout=60)
+    return pki
+
+
+USERS = [f"{STORE}/R01", f"{STORE}/R02", "S2/R01", "pos-R01", "pos-R02", f"agg-{STORE}"]
+
+
+def shipped_config(pki: Pki, port: int, cert_port: int, ws_port: int | None = None) -> str:
+    """The shipped drop-in with its paths and ports changed (and loopback only), the
+    client-certificate listener switched on, and the WebSocket drop-in when asked for."""
+    text = shipped("mosquitto-store.conf")
+    text = text.replace("#certificates: ", "")
+    if ws_port is not None:
+        text += "\n" + shipped("mosquitto-websockets.conf")
+        text = text.replace("listener 8443", f"listener {ws_port} {HOST}")
+    text = (text.replace("/etc/mosquitto/kassad/kassad.acl", str(pki.folder / "kassad.acl"))
+            .replace("/etc/mosquitto/kassad/", f"{pki.folder}/")
+            .replace("listener 8883", f"listener {port} {HOST}")
+            .replace("listener 8884", f"listener {cert_port} {HOST}"))
+    acl = shipped("mosquitto-kassad.acl").replace("S0421", STORE)
+    (pki.folder / "kassad.acl").write_text(acl)
+    return text
+
+
+@dataclass
+class SecureBroker:
+    broker: MosquittoBroker
+    pki: Pki
+    cert_port: int
+
+    @property
+    def port(self) -> int:
+        return self.broker.port
+
+    def tls(self, cert: tuple[Path, Path] | None = None) -> aiomqtt.TLSParameters:
+        return aiomqtt.TLSParameters(ca_certs=str(self.pki.ca),
+                                     certfile=str(cert[0]) if cert else None,
+                                     keyfile=str(cert[1]) if cert else None)
+
+    def client(self, user: str | None, *, password: str | None = None,
+               identifier: str | None = None, port: int | None = None,
+               cert: tuple[Path, Path] | None = None, **extra: Any) -> aiomqtt.Client:
+        if password is None and user is not None and cert is None:
+            password = self.pki.passwords[user]
+        return aiomqtt.Client(HOST, port or self.port, username=user, password=password,
+                              identifier=identifier or f"t-{(user or 'anon').replace('/', '-')}",
+                              protocol=aiomqtt.ProtocolVersion.V5, tls_params=self.tls(cert),
+                              timeout=10, **extra)
+
+    def broker_config(self, user: str, **extra: Any) -> BrokerConfig:
+        return BrokerConfig(host=HOST, port=self.port, username=user,
+                            password=self.pki.passwords[user],  # type: ignore[arg-type]
+                            tls=TlsConfig(ca_file=self.pki.ca), **FAST_BROKER, **extra)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki") / "pki", USERS)
+
+
+@pytest.fixture
+def secure(tmp_path: Path, pki: Pki) -> Iterator[SecureBroker]:
+    port, cert_port = free_port(), free_port()
+    with MosquittoBroker(tmp_path / "broker", port=port,
+                         listeners=shipped_config(pki, port, cert_port)) as broker:
+        yield SecureBroker(broker, pki, cert_port)
+
+
+class Inbox:
+    """What one client receives, in order."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.seen: list[tuple[str, bytes]] = []
+        self._news = asyncio.Event()
+
+    async def pump(self) -> None:
+        async for message in self.client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            self.seen.append((message.topic.value, payload))
+            self._news.set()
+
+    async def until(self, topic: str, payload: bytes, timeout: float = 10.0,  # noqa: ASYNC109
+                    ) -> list[tuple[str, bytes]]:
+        """Everything received up to and including (topic, payload)."""
+        async with asyncio.timeout(timeout):
+            while (topic, payload) not in self.seen:
+                self._news.clear()
+                await self._news.wait()
+        return self.seen[: self.seen.index((topic, payload)) + 1]
+
+
+@contextlib.asynccontextmanager
+async def listening(client: aiomqtt.Client, *filters: str) -> AsyncIterator[Inbox]:
+    async with client:
+        for topic in filters:
+            await client.subscribe(topic, qos=1)
+        inbox = Inbox(client)
+        task = asyncio.create_task(inbox.pump())
+        try:
+            yield inbox
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def marker() -> bytes:
+    return json.dumps({"marker": secrets.token_hex(8)}).encode()
+
+
+BASE1, BASE2 = f"kassad/v1/{STORE}/R01", f"kassad/v1/{STORE}/R02"
+
+
+# -- who gets in ------------------------------------------------------------------------------
+
+
+def refusal_code(error: BaseException) -> int | None:
+    rc = getattr(error, "rc", None)
+    return None if rc is None else int(getattr(rc, "value", rc))
+
+
+async def test_without_credentials_or_with_a_wrong_password_nothing_connects(
+        secure: SecureBroker) -> None:
+    for client, codes in (
+            (secure.client(None), {135}),  # not authorized: no username, no anonymous
+            (secure.client("pos-R01", password="wrong"), {134, 135}),  # bad password
+            (secure.client("nobody", password="x"), {134, 135}),  # no such user
+            # A client certificate alone is no login on the password listener.
+            (secure.client(None, cert=secure.pki.client_cert("c1", "pos-R01")), {135}),
+    ):
+        with pytest.raises(aiomqtt.MqttCodeError) as refused:
+            async with client:
+                pass
+        assert refusal_code(refused.value) in codes
+    # Plain MQTT on the TLS port: no CONNACK at all.
+    plain = aiomqtt.Client(HOST, secure.port, username="pos-R01",
+                           password=secure.pki.passwords["pos-R01"],
+                           protocol=aiomqtt.ProtocolVersion.V5, timeout=3)
+    with pytest.raises(aiomqtt.MqttError):
+        async with plain:
+            pass
+    # A certificate is required on the certificate listener: without one, no TLS session.
+    with pytest.raises(aiomqtt.MqttError):
+        async with secure.client("pos-R01", port=secure.cert_port):
+            pass
+
+
+# -- registers ---------------------------------------------------------------------------------
+
+
+async def test_a_register_cannot_publish_or_read_as_another(secure: SecureBroker) -> None:
+    agg = secure.client(f"agg-{STORE}")
+    async with (listening(agg, f"kassad/v1/{STORE}/+/evt", f"kassad/v1/{STORE}/+/status",
+                          f"kassad/v1/{STORE}/+/state") as store_side,
+                listening(secure.client(f"{STORE}/R01"), f"{BASE2}/cmd/#", f"{BASE1}/cmd/#",
+                          f"{BASE2}/ack/#") as r01,
+                secure.client(f"{STORE}/R02") as r02, secure.client("pos-R02") as pos2):
+        forged = json.dumps({"forged": True}).encode()
+        r01_client = r01.client
+        for kind in ("evt", "status", "state"):
+            await r01_client.publish(f"{BASE2}/{kind}", forged, qos=1, retain=kind != "evt")
+        await r01_client.publish("kassad/v1/S2/R01/evt", forged, qos=1)  # another store's
+        await r02.publish(f"{BASE2}/ack/store-agg", forged, qos=1)  # R02 writes no acks
+        await pos2.publish(f"{BASE2}/cmd/drawer.open", forged, qos=1)  # R02's, not R01's
+        # R01's own publishes come through; everything before them was dropped.
+        own = marker()
+        await r01_client.publish(f"{BASE1}/evt", own, qos=1)
+        got = await store_side.until(f"{BASE1}/evt", own)
+        assert [t for t, p in got if p == forged] == []
+        cmd = marker()
+        async with secure.client("pos-R01") as pos1:
+            await pos1.publish(f"{BASE1}/cmd/state.get", cmd, qos=1)
+        got = await r01.until(f"{BASE1}/cmd/state.get", cmd)
+        assert [t for t, _ in got] == [f"{BASE1}/cmd/state.get"]
+
+
+async def test_a_register_by_its_certificate(secure: SecureBroker) -> None:
+    """use_identity_as_username: the CN S1/R01 is the username; no password at all."""
+    cert = secure.pki.client_cert("r01", f"{STORE}/R01")
+    async with (listening(secure.client(f"agg-{STORE}"), f"kassad/v1/{STORE}/+/evt")
+                as store_side,
+                secure.client(None, port=secure.cert_port, cert=cert,
+                              identifier=f"{STORE}-R01") as r01):
+        forged = marker()
+        await r01.publish(f"{BASE2}/evt", forged, qos=1)
+        own = marker()
+        await r01.publish(f"{BASE1}/evt", own, qos=1)
+        assert await store_side.until(f"{BASE1}/evt", own) == [(f"{BASE1}/evt", own)]
+    # A username given beside the certificate is ignored: the CN decides.
+    claims = secure.client(f"{STORE}/R02", password="x", port=secure.cert_port, cert=cert)
+    async with (listening(secure.client(f"agg-{STORE}"), f"kassad/v1/{STORE}/+/evt")
+                as store_side, claims):
+        await claims.publish(f"{BASE2}/evt", forged, qos=1)
+        own = marker()
+        await claims.publish(f"{BASE1}/evt", own, qos=1)
+        assert await store_side.until(f"{BASE1}/evt", own) == [(f"{BASE1}/evt", own)]
+
+
+# -- POS ------------------------------------------------------------------------------------------
+
+
+async def test_a_pos_cannot_forge_events_or_acks_nor_read_others_replies(
+        secure: SecureBroker) -> None:
+    async with (listening(secure.client(f"agg-{STORE}"), f"kassad/v1/{STORE}/+/evt",
+                          f"kassad/v1/{STORE}/+/status", f"kassad/v1/{STORE}/+/state")
+                as store_side,
+                listening(secure.client(f"{STORE}/R01"), f"{BASE1}/cmd/#", f"{BASE1}/ack/#",
+                          f"{BASE1}/ctl/#") as r01,
+                listening(secure.client("pos-R01"), f"kassad/v1/{STORE}/+/res/#",
+                          f"kassad/v1/{STORE}/+/evt", f"{BASE1}/cmd/#") as pos1):
+        forged = json.dumps({"forged": True}).encode()
+        pos = pos1.client
+        for topic in (f"{BASE1}/evt", f"{BASE1}/status", f"{BASE1}/state",
+                      f"{BASE1}/ack/store-agg", f"{BASE1}/ctl/resync", f"{BASE1}/res/pos-R01",
+                      f"{BASE2}/cmd/drawer.open", "kassad/v1/pos-R01/evt",
+                      "kassad/v1/pos-R01/x/evt"):
+            await pos.publish(topic, forged, qos=1, retain=topic.endswith(("status", "state")))
+        # The register's replies: to pos-R02 first (pos-R01 must not see it), then its own.
+        async with secure.client(f"{STORE}/R01", identifier="t-S1-R01-replies") as register:
+            other, mine, event = marker(), marker(), marker()
+            await register.publish(f"{BASE1}/res/pos-R02", other, qos=1)
+            await register.publish(f"{BASE1}/res/pos-R01", mine, qos=1)
+            await register.publish(f"{BASE1}/evt", event, qos=1)
+        assert await pos1.until(f"{BASE1}/res/pos-R01", mine) == [
+            (f"{BASE1}/res/pos-R01", mine)]  # no other reply, no event, not its own command
+        got = await store_side.until(f"{BASE1}/evt", event)
+        assert [p for _, p in got] == [event]
+        command = marker()
+        await pos.publish(f"{BASE1}/cmd/state.get", command, qos=1)
+        assert await r01.until(f"{BASE1}/cmd/state.get", command) == [
+            (f"{BASE1}/cmd/state.get", command)]
+
+
+# -- the aggregator ------------------------------------------------------------------------------
+
+
+async def test_the_aggregator_reads_its_store_only(secure: SecureBroker) -> None:
+    async with (listening(secure.client(f"agg-{STORE}"), "kassad/v1/+/+/evt",
+                          "kassad/v1/+/+/cmd/#", "kassad/v1/+/+/res/#") as store_side,
+                secure.client("S2/R01") as other_store, secure.client(f"{STORE}/R02") as r02,
+                secure.client("pos-R01") as pos):
+        theirs = marker()
+        await other_store.publish("kassad/v1/S2/R01/evt", theirs, qos=1)
+        await pos.publish(f"{BASE1}/cmd/state.get", theirs, qos=1)  # commands are not its
+        await r02.publish(f"{BASE2}/res/pos-R02", theirs, qos=1)  # nor others' replies
+        ours = marker()
+        await r02.publish(f"{BASE2}/res/store-agg-agg-1", ours, qos=1)
+        await r02.publish(f"{BASE2}/evt", ours, qos=1)
+        got = await store_side.until(f"{BASE2}/evt", ours)
+        assert got == [(f"{BASE2}/res/store-agg-agg-1", ours), (f"{BASE2}/evt", ours)]
+        # It may not forge a register's events either.
+        forged = marker()
+        await store_side.client.publish(f"{BASE2}/evt", forged, qos=1)
+        await store_side.client.publish(f"kassad/v1/agg-{STORE}/evt", forged, qos=1)
+        last = marker()
+        await r02.publish(f"{BASE2}/evt", last, qos=1)
+        got = await store_side.until(f"{BASE2}/evt", last)
+        assert forged not in [p for _, p in got]
+
+
+# -- the real daemon, client and aggregator through it; no secret in any log ---------------------
+
+
+async def test_register_pos_and_aggregator_end_to_end_and_no_password_logged(
+        secure: SecureBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    pki = secure.pki
+    secret_file = tmp_path / "register.password"
+    secret_file.write_text(pki.passwords[f"{STORE}/R01"] + "\n")
+    secret_file.chmod(0o600)
+    config = write_config(
+        tmp_path / "r01.toml", port=secure.port, journal=tmp_path / "j.db", store=STORE,
+        register="R01", consumers=["store-agg"], logging={"level": "DEBUG"},
+        broker={"username": f"{STORE}/R01", "password_file": str(secret_file),
+                "tls": {"ca_file": str(pki.ca)}})
+    store_config = StoreConfig(stores=[STORE], broker=secure.broker_config(f"agg-{STORE}"),
+                               database=f"sqlite:///{tmp_path / 'store.db'}",
+                               reorder_timeout=0.5, http=None,
+                               logging={"level": "DEBUG"})  # type: ignore[arg-type]
+    store = StoreService(store_config)
+    running = asyncio.create_task(store.run())
+    try:
+        async with (running_register(config) as register,
+                    KassadClient(secure.broker_config("pos-R01"), store=STORE, register="R01",
+                                 requester="pos-R01", employee="e17") as pos):
+            opened = await pos.send("session.open",
+                                    {"starting_float": {"amount": 50_000, "currency": "SEK"}})
+            assert opened.data["session"]["starting_float"] == {"SEK": 50_000}
+
+            async def stored() -> bool:
+                sessions = await store.storage.sessions([STORE], None, None)
+                return len(sessions) == 1
+            await eventually(stored, 20, "the aggregator stored the session")
+            # The aggregator's ack reached the register through the ACL.
+            outbox = register._outbox
+            assert outbox is not None
+            await until(lambda: outbox.acked["store-agg"] >= outbox.head, 20,
+                        "the register has the aggregator's ack")
+    finally:
+        store.stop()
+        async with asyncio.timeout(15):
+            await running
+    logged = caplog.text + secure.broker.log_tail(10_000)
+    assert "connected to" in caplog.text  # DEBUG logging was on and captured
+    for user, password in pki.passwords.items():
+        assert password not in logged, f"the password of {user} is in a log"
+
+
+# -- WebSockets ------------------------------------------------------------------------------------
+
+
+async def test_the_websocket_listener_has_the_same_rules(tmp_path: Path, pki: Pki) -> None:
+    """A browser POS over wss:// logs in as its POS user, under the same ACL. Needs a Mosquitto
+    built with websockets; Debian 12's is not (the broker refuses the listener)."""
+    port, cert_port, ws_port = free_port(), free_port(), free_port()
+    broker = MosquittoBroker(tmp_path / "broker", port=port,
+                             listeners=shipped_config(pki, port, cert_port, ws_port))
+    broker.start()
+    try:
+        try:  # started: the TLS listeners are up; without websockets support that one is not
+            socket.create_connection((HOST, ws_port), timeout=2).close()
+        except OSError:
+            pytest.skip("this Mosquitto is built without websockets support (Debian 12's): "
+                        "nothing listens on the websockets listener")
+        secure = SecureBroker(broker, pki, cert_port)
+        ws = {"port": ws_port, "transport": "websockets", "websocket_path": "/mqtt"}
+        with pytest.raises(aiomqtt.MqttCodeError):
+            async with secure.client("pos-R01", password="wrong", **ws):
+                pass
+        async with (listening(secure.client(f"{STORE}/R01"), f"{BASE1}/cmd/#") as r01,
+                    listening(secure.client(f"agg-{STORE}"), f"kassad/v1/{STORE}/+/evt")
+                    as store_side,
+                    listening(secure.client("pos-R01", **ws), f"{BASE1}/res/#") as pos):
+            forged = marker()
+            await pos.client.publish(f"{BASE1}/evt", forged, qos=1)
+            await pos.client.publish(f"{BASE2}/cmd/drawer.open", forged, qos=1)
+            command, event, reply = marker(), marker(), marker()
+            await pos.client.publish(f"{BASE1}/cmd/state.get", command, qos=1)
+            assert await r01.until(f"{BASE1}/cmd/state.get", command) == [
+                (f"{BASE1}/cmd/state.get", command)]
+            await r01.client.publish(f"{BASE1}/res/pos-R02", forged, qos=1)
+            await r01.client.publish(f"{BASE1}/res/pos-R01", reply, qos=1)
+            await r01.client.publish(f"{BASE1}/evt", event, qos=1)
+            assert await pos.until(f"{BASE1}/res/pos-R01", reply) == [
+                (f"{BASE1}/res/pos-R01", reply)]
+            assert await store_side.until(f"{BASE1}/evt", event) == [(f"{BASE1}/evt", event)]
+    finally:
+        broker.stop()
