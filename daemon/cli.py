@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import BrokerConfig, ConfigError, RegisterConfig, load_register_config
+from .config import BrokerConfig, ConfigError, RegisterConfig, TlsConfig, load_register_config
 from .journal.store import JournalError
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="broker port")
     p.add_argument("--store", help="store id")
     p.add_argument("--register", help="register id")
+    p.add_argument("--username", help="broker username (a POS user for kassad send)")
+    p.add_argument("--password-file", help="file holding the broker password (first line)")
+    p.add_argument("--ca-file", help="TLS: the CA that signed the broker's certificate")
 
 
 def _broker_from_args(args: argparse.Namespace) -> tuple[BrokerConfig, str | None, str | None]:
@@ -58,7 +62,14 @@ def _broker_from_args(args: argparse.Namespace) -> tuple[BrokerConfig, str | Non
         config = load_register_config(args.config)
         broker = config.broker
         store, register = store or config.store, register or config.register_id
-    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    updates: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port))
+                               if v is not None}
+    if args.username:  # another user: none of the configuration's credentials
+        updates.update(username=args.username, password=None, password_file=None)
+    if args.password_file:
+        updates.update(password=None, password_file=Path(args.password_file))
+    if args.ca_file:
+        updates["tls"] = TlsConfig(ca_file=Path(args.ca_file))
     return broker.model_copy(update=updates), store, register
 
 
@@ -179,10 +190,13 @@ async def _send(args: argparse.Namespace, params: dict[str, Any]) -> int:
     def show(reply: dict[str, Any]) -> None:
         print(json.dumps(reply, ensure_ascii=False), flush=True)
 
-    async with KassadClient(broker, store=store, register=register, requester=args.requester,
-                            ttl=args.ttl, on_reply=show) as client:
+    # Under the store broker's ACL a POS reads only the replies to its own username.
+    requester = args.requester or (args.username if args.username and
+                                   "/" not in args.username else "cli")
+    async with KassadClient(broker, store=store, register=register, requester=requester,
+                            employee=args.employee, ttl=args.ttl, on_reply=show) as client:
         try:
-            await client.send(args.command, params, employee=args.employee, cmd_id=args.cmd_id)
+            await client.send(args.command, params, cmd_id=args.cmd_id)
         except CommandError:
             return 1
         except CommandTimeout as e:
@@ -369,8 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", help="e.g. session.open, payment.record, state.get")
     p.add_argument("params", nargs="*", help="key=value params (149.50SEK is money)")
     p.add_argument("--json", help="params as a JSON object")
-    p.add_argument("--requester", default="cli", help="requester id (default cli)")
-    p.add_argument("--employee", help="employee id recorded as the actor")
+    p.add_argument("--requester", help="requester id (default: --username, else cli)")
+    p.add_argument("--employee", default=os.environ.get("KASSAD_EMPLOYEE"),
+                   help="employee id recorded as the actor; required for commands that move "
+                        "cash or open the drawer (default $KASSAD_EMPLOYEE)")
     p.add_argument("--cmd-id", help="reuse a cmd_id (a resend is answered from the journal)")
     p.add_argument("--ttl", type=float, default=30.0, help="seconds until the command expires")
     p.set_defaults(func=cmd_send)

@@ -13,6 +13,7 @@ import logging
 import secrets
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,6 +380,21 @@ async def test_register_pos_and_aggregator_end_to_end_and_no_password_logged(
                 sessions = await store.storage.sessions([STORE], None, None)
                 return len(sessions) == 1
             await eventually(stored, 20, "the aggregator stored the session")
+            # kassad send as the POS user, over TLS, with the password in a file.
+            pos_secret = tmp_path / "pos.password"
+            pos_secret.write_text(pki.passwords["pos-R01"] + "\n")
+            argv = [sys.executable, "-m", "kassad.daemon", "send", "--host", HOST, "--port",
+                    str(secure.port), "--store", STORE, "--register", "R01", "--username",
+                    "pos-R01", "--password-file", str(pos_secret), "--ca-file", str(pki.ca),
+                    "--ttl", "10", "session.adjust", "direction=add", "amount=10.00SEK"]
+            for extra, code in (([], 1), (["--employee", "e17"], 0)):
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, *extra, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT)
+                out, _ = await proc.communicate()
+                assert proc.returncode == code, out.decode()
+                assert (b"not_permitted" in out) is (code == 1)
+                assert pki.passwords["pos-R01"].encode() not in out
             # The aggregator's ack reached the register through the ACL.
             outbox = register._outbox
             assert outbox is not None
