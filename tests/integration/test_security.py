@@ -43,6 +43,16 @@ def shipped(name: str) -> str:
 STORE = "S1"  # the ACL's example store S0421 becomes S1; its POS blocks serve R01 and R02
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports (free_port() twice in a row may give the same one)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
@@ -148,7 +158,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def secure(tmp_path: Path, pki: Pki) -> Iterator[SecureBroker]:
-    port, cert_port = free_port(), free_port()
+    port, cert_port = free_ports(2)
     with MosquittoBroker(tmp_path / "broker", port=port,
                          listeners=shipped_config(pki, port, cert_port)) as broker:
         yield SecureBroker(broker, pki, cert_port)
@@ -416,7 +426,7 @@ async def test_register_pos_and_aggregator_end_to_end_and_no_password_logged(
 async def test_the_websocket_listener_has_the_same_rules(tmp_path: Path, pki: Pki) -> None:
     """A browser POS over wss:// logs in as its POS user, under the same ACL. Needs a Mosquitto
     built with websockets; Debian 12's is not (the broker refuses the listener)."""
-    port, cert_port, ws_port = free_port(), free_port(), free_port()
+    port, cert_port, ws_port = free_ports(3)
     broker = MosquittoBroker(tmp_path / "broker", port=port,
                              listeners=shipped_config(pki, port, cert_port, ws_port))
     broker.start()
