@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import re
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -482,8 +483,8 @@ def huge_string_case(draw: st.DrawFn) -> Case:
     where = draw(st.sampled_from(["param", "key", "cmd_id", "v", "employee", "requester"]
                                  if strings else ["key", "cmd_id", "v", "employee",
                                                   "requester"]))
-    if where == "param":
-        body = envelope(replaced(params, draw(st.sampled_from(strings)), big))
+    if where == "param":  # longer, in characters, than any field takes (print.raw: 1,000,000)
+        body = envelope(replaced(params, draw(st.sampled_from(strings)), "x" * MIB))
         return case("huge_string", name, body, "invalid_payload")
     if where == "key":
         return case("huge_string", name, envelope({**params, big: 1}), "invalid_payload")
@@ -838,4 +839,76 @@ def test_bad_command_examples(rig: Rig, what: str, name: str, payload: bytes, co
                               readable: bool) -> None:
     figures = rig.figures()
     rig.send_cases([Case(what, name, payload, frozenset({code}), readable)])
+    assert rig.figures() == figures
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+BATCH = 20
+MEASURED = 1_500  # bad commands between the two measures
+# SQLite's page cache (cache_size: 2,000 KiB by default) grows with the journal until it is
+# full: about 2 MiB of RSS over the first ~1,800 rejections journaled, then flat (measured:
+# +100 KiB over the next 2,000). The first measure is taken once the journal (all new in
+# this daemon's life) is past that size, so that growth is not counted.
+CACHE_FULL = 2_300 * 1024
+# RSS is sampled after every batch; each end's measure is the lowest of WINDOW samples. A
+# leak of 1 KiB per command would raise it by 1,100 KiB or more between the two windows
+# (1,100+ commands apart): the bound is well under that, and far above the noise seen
+# (+20 KiB over 1,500 commands).
+WINDOW = 10
+MAX_GROWTH_KIB = 700
+# Payloads of 1 to 3.5 MiB leave freed memory in glibc's heap, taken again by later ones
+# (samples +5 to +10 MiB that drop back): they are sent while warming up, and the peak over
+# the whole run must stay within a few of them, however many were sent.
+MAX_PEAK_KIB = 24 * 1024
+
+
+def test_memory_stays_flat_over_thousands_of_bad_commands(rig: Rig) -> None:
+    """Small bad commands are measured (1 MiB payloads would hide a leak in glibc's heap
+    noise; they run the same code), after a warm-up that sends big ones too."""
+    figures = rig.figures()
+    sent: list[int] = [0]
+    samples: list[tuple[int, int]] = []  # (bad commands sent since the first measure, KiB)
+    peak: list[int] = [0]
+    big_sent: list[int] = [0]
+
+    def journal_bytes() -> int:
+        """The journal's size as SQLite sees it (its WAL included)."""
+        con = sqlite3.connect(f"file:{rig.journal}?mode=ro", uri=True)
+        try:
+            pages = con.execute("PRAGMA page_count").fetchone()[0]
+            size = con.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            con.close()
+        return int(pages) * int(size)
+
+    @settings(FUZZ, max_examples=300)
+    @given(st.lists(small_case, min_size=BATCH, max_size=BATCH),
+           st.lists(big_case, min_size=2, max_size=2))
+    def batch(cases: list[Case], big: list[Case]) -> None:
+        if samples and samples[-1][0] >= MEASURED:
+            return  # done: the remaining examples cost nothing
+        warming = not samples and journal_bytes() < CACHE_FULL
+        rig.send_cases(cases + big if warming else cases)
+        rss = rig.rss_kib()
+        peak[0] = max(peak[0], rss)
+        if warming:
+            big_sent[0] += len(big)
+            return
+        if samples:
+            sent[0] += len(cases)
+        samples.append((sent[0], rss))
+
+    warm = sum(rig.kinds.values())
+    batch()
+    assert samples and samples[-1][0] >= MEASURED, "not enough examples to measure"
+    warm = sum(rig.kinds.values()) - warm - samples[-1][0]
+    start = min(kib for _, kib in samples[:WINDOW])
+    end = min(kib for _, kib in samples[-WINDOW:])
+    print(f"daemon RSS {start} KiB -> {end} KiB over {samples[-1][0]} bad commands, after "
+          f"{warm} to warm up ({big_sent[0]} of 1 to 3.5 MiB); peak {peak[0]} KiB")
+    assert end - start < MAX_GROWTH_KIB, samples
+    assert big_sent[0] >= 50
+    assert peak[0] - start < MAX_PEAK_KIB
+    rig.alive()
     assert rig.figures() == figures
