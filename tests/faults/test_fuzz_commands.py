@@ -569,6 +569,8 @@ class RawPeer:
         self._count = 0
         self.status: dict[str, Any] | None = None
         self._status_seen = threading.Event()
+        self.states = 0  # state snapshots the register has published
+        self._state_cond = threading.Condition()
 
     def __enter__(self) -> RawPeer:
         self._thread.start()
@@ -600,6 +602,7 @@ class RawPeer:
             self._client = client
             await client.subscribe(f"{BASE}/res/#", qos=1)
             await client.subscribe(f"{BASE}/status", qos=1)
+            await client.subscribe(f"{BASE}/state", qos=1)
             self._ready.set()
             pump = asyncio.create_task(self._pump(client))
             await self._stop.wait()
@@ -615,6 +618,11 @@ class RawPeer:
                 if self.status.get("online"):
                     self._status_seen.set()
                 continue
+            if message.topic.value == f"{BASE}/state":
+                with self._state_cond:
+                    self.states += 1
+                    self._state_cond.notify_all()
+                continue
             corr = getattr(message.properties, "CorrelationData", None)
             body = json.loads(message.payload)
             if corr is None:
@@ -627,6 +635,11 @@ class RawPeer:
     def wait_online(self, timeout: float = 30.0) -> None:
         if not self._status_seen.wait(timeout):
             raise TimeoutError("the register never published status online")
+
+    def wait_state(self, seen: int, timeout: float) -> None:
+        """Until the register publishes a state snapshot after the ``seen``-th, or timeout."""
+        with self._state_cond:
+            self._state_cond.wait_for(lambda: self.states > seen, timeout)
 
     def next_id(self) -> str:
         self._count += 1
