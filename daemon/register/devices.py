@@ -91,6 +91,7 @@ class Devices:
         self._save_job = save_job
         self._clock = clock
         self._usb_backend = usb_backend
+        self._crash = crash_point
         self._pending: asyncio.Queue[list[EventDraft]] = asyncio.Queue()
         self._published: dict[str, Any] | None = None
         self._drawer_wake = asyncio.Event()
@@ -389,6 +390,7 @@ class Devices:
             raise CommandRefused(ErrorCode.DEVICE_UNAVAILABLE,
                                  f"the kick could not be sent: {e}",
                                  {"device": "drawer"}) from e
+        self._crash("after_kick")
         self._queue(self.drawer.kicked(self._clock(), cause, reference))
         self._drawer_wake.set()
         d = self.config.drawer

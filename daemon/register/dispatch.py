@@ -81,7 +81,11 @@ class CommandWorker:
         self.queue: asyncio.Queue[Command | Rejected] = asyncio.Queue()
         self.idle = asyncio.Event()
         self.idle.set()
+        #: Set while no command is in hand (queued ones may wait): where a stop may cut in.
+        self.between_commands = asyncio.Event()
+        self.between_commands.set()
         self.running: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def reconfigure(self, handlers: dict[str, Handler], config: CommandsConfig,
                     access: AccessPolicy | None = None) -> None:
@@ -91,10 +95,16 @@ class CommandWorker:
         if access is not None:
             self._access = access
 
+    def stop_taking(self) -> None:
+        """A stop: finish the command in hand, start no other. Commands still queued were
+        neither journaled nor acknowledged; their requesters resend them to the next start."""
+        self._closing = True
+
     async def run(self) -> None:
-        while True:
+        while not self._closing:
             item = await self.queue.get()
             self.idle.clear()
+            self.between_commands.clear()
             try:
                 await self.handle(item)
             except JournalError as e:
@@ -114,6 +124,7 @@ class CommandWorker:
                              "ask cmd.status before sending it again")
             finally:
                 self.queue.task_done()
+                self.between_commands.set()
                 if self.queue.empty():
                     self.idle.set()
 

@@ -2,7 +2,8 @@
 die with ``os._exit(137)`` (no cleanup, like SIGKILL) the third time it passes that point.
 
 Points: ``after_intent`` (intent committed, ack not sent), ``after_ack`` (ack sent, not
-carried out), ``after_result_commit`` (result journaled, not published), ``job_printing`` (a
+carried out), ``after_kick`` (the drawer's kick bytes sent, its ``drawer.kicked`` event not yet
+journaled), ``after_result_commit`` (result journaled, not published), ``job_printing`` (a
 print job marked printing, its bytes not yet sent). Unset: no effect.
 """
 
@@ -13,7 +14,8 @@ import os
 from collections.abc import Mapping
 
 ENV = "KASSAD_CRASH_AT"
-POINTS = frozenset({"after_intent", "after_ack", "after_result_commit", "job_printing"})
+POINTS = frozenset({"after_intent", "after_ack", "after_kick", "after_result_commit",
+                    "job_printing"})
 _LOGGER = logging.getLogger(__name__)
 
 

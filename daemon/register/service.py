@@ -225,9 +225,10 @@ class RegisterService:
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Finish the command in hand, journal ``daemon.stopped``, say offline, disconnect."""
         assert self._worker and self._link
+        self._worker.stop_taking()  # under a steady stream of commands the queue never empties
         try:
             async with asyncio.timeout(10):
-                await self._worker.idle.wait()
+                await self._worker.between_commands.wait()
         except TimeoutError:
             _LOGGER.warning("a command is still running at shutdown; stopping anyway")
         tasks[0].cancel()

@@ -135,3 +135,42 @@ async def test_sigkill_in_a_burst_loses_nothing_acknowledged(
     seqs = [e["seq"] for e in stored]
     assert seqs == sorted(set(seqs))
     assert stored == journal_events(journal)[: len(stored)]
+
+
+async def test_a_stop_under_a_steady_stream_of_commands_finishes_the_one_in_hand(
+        broker: MosquittoBroker, register_process: RegisterProcess, tmp_path: Path) -> None:
+    """SIGTERM while POS keep sending: the daemon finishes the command in hand and takes no
+    other (queued ones are resent to the next start), instead of waiting for a queue that
+    never empties."""
+    register_process.start()
+    answered: dict[str, str] = {}
+    stopping = asyncio.Event()
+    async with KassadClient(broker_config(broker.port), store="S1", register="R1",
+                            requester="pos-1", employee="e1", retry_interval=0.3) as pos:
+        await pos.send("session.open", {"starting_float": {"amount": 0, "currency": "SEK"}},
+                       ttl=60)
+
+        async def worker(w: int) -> None:
+            for n in range(10**6):
+                if stopping.is_set():
+                    return
+                cmd_id = f"pay-{w}-{n}"
+                await pos.send("payment.record", card(n + 1), cmd_id=cmd_id, ttl=60)
+                answered[cmd_id] = "ok"
+
+        workers = [asyncio.create_task(worker(w)) for w in range(4)]
+        await until(lambda: len(answered) >= 40, timeout=30, what="a steady stream")
+        assert register_process.proc is not None
+        register_process.proc.terminate()
+        assert await register_process.wait_exit(timeout=30) == 0
+        stopping.set()
+        register_process.start()  # the commands sent meanwhile are answered by the next start
+        await asyncio.gather(*workers)
+    register_process.terminate()
+    log = register_process.log.read_text()
+    assert "a command is still running at shutdown" not in log
+    payments = _payments_by_cmd(journal := tmp_path / "j.db")
+    assert set(answered) <= set(payments)
+    assert set(payments.values()) == {1}
+    stops = [e for e in journal_events(journal) if e["type"] == "daemon.stopped"]
+    assert len(stops) == 2
