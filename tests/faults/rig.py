@@ -141,6 +141,14 @@ class DaemonProcess(RegisterProcess):
             assert self.proc is not None
             self.proc.send_signal(signal.SIGKILL)
 
+    def log_count(self, text: str) -> int:
+        """How many lines of the log so far contain ``text``."""
+        try:
+            log = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return 0
+        return sum(1 for line in log.splitlines() if text in line)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log.read_text(encoding="utf-8", errors="replace")
@@ -301,6 +309,10 @@ class FaultRig:
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
+
+    def answered(self) -> int:
+        """How many commands have their final answer."""
+        return sum(1 for s in self.sent.values() if s.outcome is not None)
 
     def expected_cash(self) -> int:
         """The drawer's cash by the POS's own books: the float and what was answered ok."""

@@ -35,7 +35,7 @@ async def test_register_killed_at_52_points_of_a_burst(tmp_path: Path,
         async def killer() -> None:
             nonlocal kills
             while kills < REGISTER_KILLS:
-                answered = sum(1 for s in rig.sent.values() if s.outcome is not None)
+                answered = rig.answered()
                 # Let the restarted daemon do some work first: a crash loop proves nothing.
                 await until_answered(rig, answered + rng.randint(1, 4))
                 if kills % 3 == 2:
@@ -68,8 +68,7 @@ async def test_register_killed_at_52_points_of_a_burst(tmp_path: Path,
 
 async def until_answered(rig: FaultRig, n: int) -> None:
     """Until the POS has answers for ``n`` commands (the burst goes on meanwhile)."""
-    await until(lambda: sum(1 for s in rig.sent.values() if s.outcome is not None) >= n,
-                timeout=60, what=f"{n} commands answered")
+    await until(lambda: rig.answered() >= n, timeout=60, what=f"{n} commands answered")
 
 
 async def test_aggregator_killed_at_12_points_of_a_burst(tmp_path: Path,
