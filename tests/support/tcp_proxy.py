@@ -3,6 +3,7 @@
     proxy = TcpProxy(broker.host, broker.port)
     await proxy.start()          # listens on 127.0.0.1:proxy.port
     proxy.cut()                  # RST every connection, refuse new ones (listener closed)
+    proxy.reset()                # RST every connection, accept new ones at once
     proxy.restore()              # listen again on the same port, forward again
     proxy.stall()                # keep connections open, forward nothing either way
     await proxy.close()
@@ -147,6 +148,11 @@ class TcpProxy:
         """Reset all current connections and refuse new ones until restore()."""
         self._cut = True
         self._unlisten()
+        for link in list(self._links):
+            link.reset()
+
+    def reset(self) -> None:
+        """Reset (RST) every current connection; new ones are accepted as before."""
         for link in list(self._links):
             link.reset()
 
