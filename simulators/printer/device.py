@@ -87,6 +87,8 @@ class PrinterSimulator:
         self.kicks: list[Kick] = []
         #: Real-time kicks dropped because their pin was still pulsing.
         self.ignored_kicks = 0
+        #: Real-time kicks dropped because of an unrecoverable error (the printer heard them).
+        self.refused_kicks = 0
         self.received = bytearray()
         self.sent = bytearray()
         #: Process IDs (d1..d4) whose GS ( H completion response was sent.
@@ -379,7 +381,10 @@ class PrinterSimulator:
                     self._clear_buffers()
                 self._set(cutter_error=False)
         elif k is Kind.RT_KICK:
-            if not self.state.unrecoverable_error:
+            if self.state.unrecoverable_error:
+                self.refused_kicks += 1
+                _LOGGER.info("real-time pulse ignored: unrecoverable error")
+            else:
                 pin = 2 if p[0] == 0 else 5
                 self._kick(pin, p[1] * 100, p[1] * 100, realtime=True, at=at)
         elif k is Kind.RT_CLEAR:

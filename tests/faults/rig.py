@@ -21,6 +21,9 @@ lets the register and the aggregator catch up, and then proves:
   lost or counted twice on the way;
 * the drawer was kicked at the printer exactly as often as the journal says, give or take
   the kicks of ``indeterminate`` commands (sent, then the daemon died before journaling it);
+* with ``receipts=True`` (print.receipt in the burst, a marker line each): each receipt
+  answered ``ok`` is on the paper exactly once, an ``indeterminate`` or failed one at most
+  once (part of it may have gone out), an expired one never;
 * the journal's hash chain verifies;
 * the aggregator holds exactly the journal's events — each once, the same bodies (so the
   same hash chain), seq 1…N without a gap — folded into the same session figures, and raised
@@ -86,6 +89,11 @@ FAILED_AFTER_ACTING = {"kick_failed": 1 + DRAWER["kick_retries"]}
 
 def sek(amount: int) -> dict[str, Any]:
     return {"amount": amount, "currency": CURRENCY}
+
+
+def receipt_marker(n: int) -> str:
+    """The line that tells the n-th command's receipt from every other on the paper."""
+    return f"RECEIPT #{n:06d}#"
 
 
 @dataclass
@@ -162,8 +170,11 @@ class FaultRig:
 
     def __init__(self, workdir: Path, *, journal: Path | None = None,
                  register_env: dict[str, str] | None = None,
-                 register_sections: dict[str, dict[str, Any]] | None = None) -> None:
+                 register_sections: dict[str, dict[str, Any]] | None = None,
+                 receipts: bool = False) -> None:
         self.workdir = workdir
+        #: The burst also prints receipts (print.receipt, each with its own marker line).
+        self.receipts = receipts
         self.journal = journal or workdir / "journal.db"
         self.store_db = workdir / "store.db"
         self.broker = MosquittoBroker(workdir / "broker", persistence=True)
@@ -178,6 +189,8 @@ class FaultRig:
         self._pos: KassadClient | None = None
         self._stack = contextlib.AsyncExitStack()
         self._cashier: asyncio.Task[None] | None = None
+        #: While True the cashier leaves an open drawer alone (a test holds it open).
+        self.cashier_away = False
         self._next = 0
 
     # -- life cycle -------------------------------------------------------------------------
@@ -243,8 +256,9 @@ class FaultRig:
         rng = random.Random(7)
         while True:
             with contextlib.suppress(TimeoutError):
-                await self.printer.wait_for(lambda: self.printer.state.drawer_open,
-                                            timeout=3600)
+                await self.printer.wait_for(
+                    lambda: self.printer.state.drawer_open and not self.cashier_away,
+                    timeout=3600)
                 await asyncio.sleep(rng.uniform(0.3, 0.6))  # a hand on the drawer, not a sync
                 self.printer.close_drawer()
 
@@ -285,6 +299,11 @@ class FaultRig:
         amount = 100 + n  # every amount distinct: a double or a loss shows in the totals
         if n % 11 == 5:
             return "drawer.open", {"reason": "sale"}
+        if self.receipts and n % 5 == 1:
+            return "print.receipt", {"document": {"blocks": [
+                {"type": "text", "text": "kassad fault suite"},
+                {"type": "text", "text": receipt_marker(n)},
+                {"type": "cut"}]}}
         if n % 7 == 3:
             return "session.adjust", {"direction": "add", "amount": sek(amount)}
         if n % 3 == 0:
@@ -379,6 +398,8 @@ class FaultRig:
         caught_up = await self.wait_store_caught_up()
         self.check_store(caught_up)
         self.check_effects()
+        if any(s.command == "print.receipt" for s in self.sent.values()):
+            self.check_receipts()
         assert self.register.terminate() == 0, self.register.log_tail()
         return self.figures
 
@@ -389,7 +410,8 @@ class FaultRig:
         effects: Counter[str] = Counter()
         for e in events:
             # A device's event names its command in data (it is journaled by the device).
-            cmd_id = (e.get("cause") or {}).get("cmd_id") or e["data"].get("cmd_id")
+            cmd_id = ((e.get("cause") or {}).get("cmd_id") or e["data"].get("cmd_id")
+                      or (e["data"].get("job_id") if e["type"] == "print.job" else None))
             if (cmd_id in self.sent and e["type"] == EFFECT.get(self.sent[cmd_id].command)
                     and (e["type"] != "print.job" or e["data"].get("state") == "printed")):
                 effects[cmd_id] += 1
@@ -416,13 +438,38 @@ class FaultRig:
                                                                    "drawer.kicked_again"))
         maybe = sum(1 for s in self.sent.values()
                     if s.command == "drawer.open" and s.outcome == "indeterminate")
-        # Every kick the printer received, those it ignored (its pin still pulsing) included.
-        received = len(self.printer.kicks) + self.printer.ignored_kicks
+        received = self.kicks_received()
         assert journaled_kicks <= received <= journaled_kicks + maybe, (
             f"{received} kicks at the printer, {journaled_kicks} journaled, {maybe} "
             "indeterminate")
         f.kicks += received
         f.events += len(events)
+
+    def kicks_received(self) -> int:
+        """Every kick the printer received, those it ignored (its pin still pulsing, or in an
+        unrecoverable error) included."""
+        return len(self.printer.kicks) + self.printer.ignored_kicks + self.printer.refused_kicks
+
+    def check_receipts(self) -> None:
+        """Each print.receipt answered ok is on the paper exactly once (its marker line); an
+        indeterminate one at most once; a failed one at most once (part of it may have gone
+        out before the printer went away, as its reason says); an expired one never."""
+        paper = "\n".join([*(r.text for r in self.printer.receipts),
+                           self.printer.current_receipt.text])
+        for sent in self.sent.values():
+            if sent.command != "print.receipt":
+                continue
+            marker = sent.params["document"]["blocks"][1]["text"]
+            n = paper.count(marker)
+            if sent.outcome == "ok":
+                self.figures.lost += n < 1
+                self.figures.doubled += n > 1
+                assert n == 1, f"{sent.cmd_id} answered ok, printed {n}x"
+            else:
+                limit = 1 if sent.outcome in ("indeterminate", "print_failed") else 0
+                self.figures.doubled += n > limit
+                assert n <= limit, f"{sent.cmd_id} {sent.outcome} {sent.data}, printed {n}x"
+        self.figures.receipts += len(self.printer.receipts)
 
     def check_store(self, caught_up: int) -> None:
         """The store holds the journal's events 1…``caught_up`` (at least), each once, equal."""
