@@ -45,7 +45,13 @@ def device_alarms(state: dict[str, Any]) -> list[str]:
     alarms: list[str] = []
     printer = devices.get("printer") or {}
     if printer.get("configured"):
-        if not printer.get("connected", True):
+        # Offline: gone from its link, or there and saying it is offline with no reason of
+        # its own below (taken offline, waiting for online recovery): it prints nothing.
+        own_reason = (printer.get("paper") == "out" or printer.get("cover_open")
+                      or printer.get("error"))
+        if not printer.get("connected", True) or (
+                printer.get("state") == "not_ready" and printer.get("online") is False
+                and not own_reason):
             alarms.append("printer_offline")
         if printer.get("paper") == "out":
             alarms.append("paper_out")

@@ -215,3 +215,23 @@ def test_balances_approval_and_corrections_in_the_detail() -> None:
         views.session_detail(row("c", "2024-05-01T08:00:00Z", {}, {}, summary={
             **summary, "corrections": [{**summary["corrections"][0],
                                         "counted": {"SEK": "19400"}}]}))
+
+
+def test_device_alarms_printer_offline_when_connected_but_offline() -> None:
+    """A printer taken offline (connected, nothing else wrong) prints nothing: the store shows
+    it, as it shows one that is gone; its own reasons (paper, cover, error) are shown as such."""
+    from kassad.daemon.store.service import device_alarms
+
+    def printer(**status: object) -> dict[str, object]:
+        return {"devices": {"printer": {"configured": True, "connected": True, "online": True,
+                                        "cover_open": False, "paper": "ok", "error": False,
+                                        "state": "ready", **status}}}
+
+    assert device_alarms(printer()) == []
+    assert device_alarms(printer(online=False, state="not_ready")) == ["printer_offline"]
+    assert device_alarms(printer(connected=False)) == ["printer_offline"]
+    assert device_alarms(printer(online=False, state="not_ready", paper="out")) == ["paper_out"]
+    assert device_alarms(printer(online=False, state="not_ready", cover_open=True)) == [
+        "cover_open"]
+    assert device_alarms(printer(online=False, state="not_ready", error=True)) == [
+        "printer_error"]
