@@ -4,6 +4,7 @@
   kassad store [--config FILE]              the store aggregator
   kassad send COMMAND [--json '{…}'] [k=v]  send a command to a register, print each reply
   kassad ack-consumer --store S --consumer NAME --db FILE   minimal event consumer
+  kassad ws-bridge [--config FILE]          MQTT over WebSockets to the store broker
   kassad schema [--out DIR]                 JSON Schemas of every payload
   kassad journal verify|export              check or dump a register journal
   kassad sim printer [--help]               the printer simulator (and `… control VERB`)
@@ -130,6 +131,35 @@ def cmd_store(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(args.log_level or config.logging.level)
     asyncio.run(_run_store(config, args.config))
+    return 0
+
+
+# -- ws-bridge ------------------------------------------------------------------------------
+
+
+def cmd_ws_bridge(args: argparse.Namespace) -> int:
+    from .mqtt.ws_bridge import WsBridge
+    from .mqtt.ws_config import load_ws_bridge_config
+
+    try:
+        config = load_ws_bridge_config(args.config)
+        bridge = WsBridge(config)  # loads the certificates: a bad file is a configuration error
+    except ConfigError as e:
+        print(f"kassad ws-bridge: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level or config.logging.level)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bridge.stop)
+        await bridge.run()
+
+    try:
+        asyncio.run(serve())
+    except OSError as e:  # the port taken, or the address not here
+        print(f"kassad ws-bridge: cannot listen: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -377,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("store", help="run the store aggregator")
     p.add_argument("--config", help="aggregator configuration (TOML)")
     p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("ws-bridge", help="MQTT over WebSockets (browser POS) to the broker")
+    p.add_argument("--config", help="bridge configuration (TOML)")
+    p.set_defaults(func=cmd_ws_bridge)
 
     p = sub.add_parser("send", help="send a command to a register and print its replies")
     _add_broker_args(p)

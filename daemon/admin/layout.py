@@ -21,7 +21,7 @@ STATE_DIR = PurePosixPath("/var/lib/kassad")
 DEFAULT_PREFIX = PurePosixPath("/usr/local")
 #: The entry point written in the repository's unit files; install replaces it.
 PLACEHOLDER_EXE = "/usr/bin/kassad"
-UNITS = ("kassad.service", "kassad-store.service")
+UNITS = ("kassad.service", "kassad-store.service", "kassad-ws-bridge.service")
 RULES = "60-kassad.rules"
 
 
@@ -52,6 +52,7 @@ def shipped_files(prefix: PurePosixPath = DEFAULT_PREFIX) -> tuple[Shipped, ...]
         # 0640 root:kassad: the service reads them, other users cannot see the broker password.
         Shipped("kassad.example.toml", CONFIG_DIR / "kassad.toml", 0o640, user_owned=True),
         Shipped("store.example.toml", CONFIG_DIR / "store.toml", 0o640, user_owned=True),
+        Shipped("ws-bridge.example.toml", CONFIG_DIR / "ws-bridge.toml", 0o640, user_owned=True),
     )
 
 

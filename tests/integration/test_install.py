@@ -23,6 +23,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown root:kassad nee
 FILES = {  # installed path → mode
     "usr/local/lib/systemd/system/kassad.service": 0o644,
     "usr/local/lib/systemd/system/kassad-store.service": 0o644,
+    "usr/local/lib/systemd/system/kassad-ws-bridge.service": 0o644,
     "usr/local/lib/udev/rules.d/60-kassad.rules": 0o644,
     "usr/local/lib/sysusers.d/kassad.conf": 0o644,
     "usr/local/lib/modules-load.d/kassad.conf": 0o644,
@@ -31,6 +32,7 @@ FILES = {  # installed path → mode
     "usr/local/share/kassad/mosquitto/kassad.acl": 0o644,
     "etc/kassad/kassad.toml": 0o640,
     "etc/kassad/store.toml": 0o640,
+    "etc/kassad/ws-bridge.toml": 0o640,
 }
 
 
@@ -63,6 +65,8 @@ def test_install_twice_into_a_root(root: Path) -> None:
         assert mode(root / rel) == want, rel
     unit = (root / "usr/local/lib/systemd/system/kassad.service").read_text()
     assert f"ExecStart={KASSAD} run --config /etc/kassad/kassad.toml" in unit
+    bridge = (root / "usr/local/lib/systemd/system/kassad-ws-bridge.service").read_text()
+    assert f"ExecStart={KASSAD} ws-bridge --config /etc/kassad/ws-bridge.toml" in bridge
     assert (root / "etc/kassad/kassad.toml").read_bytes() == read_shipped("kassad.example.toml")
 
     passwd = dict(line.split(":", 1) for line in (root / "etc/passwd").read_text().splitlines())
@@ -72,11 +76,12 @@ def test_install_twice_into_a_root(root: Path) -> None:
     assert "kassad" in groups["dialout"][3].split(",") and "kassad" in groups["lp"][3].split(",")
     assert (groups["dialout"][2], groups["lp"][2]) == ("20", "7")  # the existing groups
     kassad_gid = int(groups["kassad"][2])
-    for rel in ("etc/kassad", "etc/kassad/kassad.toml", "etc/kassad/store.toml"):
+    for rel in ("etc/kassad", "etc/kassad/kassad.toml", "etc/kassad/store.toml",
+                "etc/kassad/ws-bridge.toml"):
         st = (root / rel).stat()
         assert (st.st_uid, st.st_gid) == (0, kassad_gid), rel
     assert mode(root / "etc/kassad") == 0o750
-    assert "12 change(s) made." in first.stdout
+    assert "14 change(s) made." in first.stdout
     assert "systemctl enable --now kassad" in first.stdout  # the next steps
 
     before = {rel: (root / rel).stat().st_mtime_ns for rel in FILES}
@@ -112,7 +117,7 @@ def test_dry_run_changes_nothing(root: Path) -> None:
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert "would create /usr/local/lib/systemd/system/kassad.service" in done.stdout
     assert "would create user kassad" in done.stdout
-    assert "12 change(s) would be made." in done.stdout
+    assert "14 change(s) would be made." in done.stdout
 
 
 def test_prefix_usr_for_a_package_build(root: Path) -> None:
