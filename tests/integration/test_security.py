@@ -10,24 +10,39 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
-import socket
+import signal
+import ssl
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import (
+    ConnectionClosedError,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidStatus,
+)
+from websockets.typing import Origin, Subprotocol
 
 from kassad.daemon.admin.layout import read_shipped
 from kassad.daemon.client import KassadClient
 from kassad.daemon.config import BrokerConfig, TlsConfig
+from kassad.daemon.contract.events import utc_timestamp
+from kassad.daemon.mqtt.ws_config import load_ws_bridge_config
 from kassad.daemon.store.config import StoreConfig
 from kassad.daemon.store.service import StoreService
 from kassad.simulators.broker import HOST, MosquittoBroker, free_port
+from tests.support.notify import NotifySocket, has
 from tests.support.register import (
     FAST_BROKER,
     eventually,
@@ -103,14 +118,11 @@ def make_pki(folder: Path, users: list[str]) -> Pki:
 USERS = [f"{STORE}/R01", f"{STORE}/R02", "S2/R01", "pos-R01", "pos-R02", f"agg-{STORE}"]
 
 
-def shipped_config(pki: Pki, port: int, cert_port: int, ws_port: int | None = None) -> str:
-    """The shipped drop-in with its paths and ports changed (and loopback only), the
-    client-certificate listener switched on, and the WebSocket drop-in when asked for."""
+def shipped_config(pki: Pki, port: int, cert_port: int) -> str:
+    """The shipped drop-in with its paths and ports changed (and loopback only), and the
+    client-certificate listener switched on."""
     text = shipped("mosquitto-store.conf")
     text = text.replace("#certificates: ", "")
-    if ws_port is not None:
-        text += "\n" + shipped("mosquitto-websockets.conf")
-        text = text.replace("listener 8443", f"listener {ws_port} {HOST}")
     text = (text.replace("/etc/mosquitto/kassad/kassad.acl", str(pki.folder / "kassad.acl"))
             .replace("/etc/mosquitto/kassad/", f"{pki.folder}/")
             .replace("listener 8883", f"listener {port} {HOST}")
@@ -420,43 +432,217 @@ async def test_register_pos_and_aggregator_end_to_end_and_no_password_logged(
         assert password not in logged, f"the password of {user} is in a log"
 
 
-# -- WebSockets ------------------------------------------------------------------------------------
+# -- WebSockets: kassad ws-bridge in front of the TLS listener ----------------------------------
+# Debian 12's Mosquitto has no websockets listener (mosquitto-websockets.conf needs one built
+# with them); the bridge, run from the shipped ws-bridge.example.toml, takes wss:// and passes
+# the bytes to the TLS listener above, so the broker's password file and ACL decide.
+
+ORIGIN = "https://pos.s1.example"  # the web page the test's bridge accepts
 
 
-async def test_the_websocket_listener_has_the_same_rules(tmp_path: Path, pki: Pki) -> None:
-    """A browser POS over wss:// logs in as its POS user, under the same ACL. Needs a Mosquitto
-    built with websockets; Debian 12's is not (the broker refuses the listener)."""
-    port, cert_port, ws_port = free_ports(3)
-    broker = MosquittoBroker(tmp_path / "broker", port=port,
-                             listeners=shipped_config(pki, port, cert_port, ws_port))
-    broker.start()
+@dataclass
+class Bridge:
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"wss://{HOST}:{self.port}/mqtt"
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def bridge_config(pki: Pki, port: int, broker_port: int) -> str:
+    """The shipped example with its paths and ports changed, an Origin list, at DEBUG."""
+    text = shipped("ws-bridge.example.toml")
+    for old, new in (
+            ('host = "0.0.0.0"', f'host = "{HOST}"'), ("port = 8443", f"port = {port}"),
+            ("port = 8883", f"port = {broker_port}"),
+            ("/etc/kassad/ws-bridge.crt", str(pki.folder / "broker.crt")),
+            ("/etc/kassad/ws-bridge.key", str(pki.folder / "broker.key")),
+            ("/etc/kassad/ca.crt", str(pki.ca)),
+            ('server_name = "broker.s0421.example"', 'server_name = "localhost"'),
+            ('# origins = ["https://pos.s0421.example"]', f'origins = ["{ORIGIN}"]'),
+            ('level = "INFO"', 'level = "DEBUG"')):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture
+def bridge(secure: SecureBroker, tmp_path: Path) -> Iterator[Bridge]:
+    """``kassad ws-bridge`` as systemd runs it: its own process, ready when it says READY=1."""
+    (port,) = free_ports(1)
+    config = tmp_path / "ws-bridge.toml"
+    config.write_text(bridge_config(secure.pki, port, secure.port))
+    log = tmp_path / "ws-bridge.log"
+    notify = NotifySocket(tmp_path / "notify.sock")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kassad.daemon", "ws-bridge", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **notify.env})
     try:
-        try:  # started: the TLS listeners are up; without websockets support that one is not
-            socket.create_connection((HOST, ws_port), timeout=2).close()
-        except OSError:
-            pytest.skip("this Mosquitto is built without websockets support (Debian 12's): "
-                        "nothing listens on the websockets listener")
-        secure = SecureBroker(broker, pki, cert_port)
-        ws = {"port": ws_port, "transport": "websockets", "websocket_path": "/mqtt"}
-        with pytest.raises(aiomqtt.MqttCodeError):
-            async with secure.client("pos-R01", password="wrong", **ws):
-                pass
-        async with (listening(secure.client(f"{STORE}/R01"), f"{BASE1}/cmd/#") as r01,
-                    listening(secure.client(f"agg-{STORE}"), f"kassad/v1/{STORE}/+/evt")
-                    as store_side,
-                    listening(secure.client("pos-R01", **ws), f"{BASE1}/res/#") as pos):
-            forged = marker()
-            await pos.client.publish(f"{BASE1}/evt", forged, qos=1)
-            await pos.client.publish(f"{BASE2}/cmd/drawer.open", forged, qos=1)
-            command, event, reply = marker(), marker(), marker()
-            await pos.client.publish(f"{BASE1}/cmd/state.get", command, qos=1)
-            assert await r01.until(f"{BASE1}/cmd/state.get", command) == [
-                (f"{BASE1}/cmd/state.get", command)]
-            await r01.client.publish(f"{BASE1}/res/pos-R02", forged, qos=1)
-            await r01.client.publish(f"{BASE1}/res/pos-R01", reply, qos=1)
-            await r01.client.publish(f"{BASE1}/evt", event, qos=1)
-            assert await pos.until(f"{BASE1}/res/pos-R01", reply) == [
-                (f"{BASE1}/res/pos-R01", reply)]
-            assert await store_side.until(f"{BASE1}/evt", event) == [(f"{BASE1}/evt", event)]
+        try:
+            notify.wait_for(has("READY"), timeout=20, what="READY=1")
+        except TimeoutError:
+            raise AssertionError(f"the bridge did not start:\n{log.read_text()}") from None
+        yield Bridge(port, log)
     finally:
-        broker.stop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            notify.close()
+    assert code == 0, log.read_text()
+
+
+def ws_client(secure: SecureBroker, bridge: Bridge, user: str | None, *,
+              origin: str = ORIGIN, path: str = "/mqtt", **extra: Any) -> aiomqtt.Client:
+    """An MQTT 5 client over wss:// (paho offers the subprotocol "mqtt"), trusting the CA."""
+    extra.setdefault("identifier", f"ws-{(user or 'anon').replace('/', '-')}")
+    return secure.client(user, port=bridge.port, transport="websockets", websocket_path=path,
+                         websocket_headers={"Origin": origin}, **extra)
+
+
+def test_the_shipped_bridge_connects_to_the_tls_listener() -> None:
+    """Its example goes to the TLS listener of mosquitto-store.conf, over loopback."""
+    example = tomllib.loads(shipped("ws-bridge.example.toml"))
+    assert example["broker"]["host"] == "127.0.0.1"
+    assert f"listener {example['broker']['port']}" in shipped("mosquitto-store.conf")
+    assert example["broker"]["tls"]["ca_file"] and example["listen"]["tls"]["cert_file"]
+
+
+async def test_a_browser_pos_sends_a_command_to_a_register_through_the_bridge(
+        secure: SecureBroker, bridge: Bridge, tmp_path: Path) -> None:
+    pki = secure.pki
+    secret_file = tmp_path / "register.password"
+    secret_file.write_text(pki.passwords[f"{STORE}/R01"] + "\n")
+    config = write_config(
+        tmp_path / "r01.toml", port=secure.port, journal=tmp_path / "j.db", store=STORE,
+        register="R01", consumers=["store-agg"],
+        broker={"username": f"{STORE}/R01", "password_file": str(secret_file),
+                "tls": {"ca_file": str(pki.ca)}})
+    async with (running_register(config),
+                listening(ws_client(secure, bridge, "pos-R01"), f"{BASE1}/res/pos-R01") as pos):
+        cmd_id = secrets.token_hex(8)
+        now = datetime.now(UTC)
+        command = {"v": 1, "cmd_id": cmd_id, "issued_at": utc_timestamp(now),
+                   "expires_at": utc_timestamp(now + timedelta(seconds=30)),
+                   "requester": "pos-R01", "employee": "e17",
+                   "params": {"starting_float": {"amount": 50_000, "currency": "SEK"}}}
+        await pos.client.publish(f"{BASE1}/cmd/session.open", json.dumps(command), qos=1)
+
+        def result() -> dict[str, Any] | None:
+            for _, payload in pos.seen:
+                reply = json.loads(payload)
+                if reply.get("cmd_id") == cmd_id and reply.get("phase") == "result":
+                    return dict(reply)
+            return None
+        await until(lambda: result() is not None, 20, "the register's result")
+        reply = result()
+        assert reply is not None and reply["status"] == "ok", reply
+        assert reply["data"]["session"]["starting_float"] == {"SEK": 50_000}
+    # The bridge logged the connection and its end (DEBUG on), and no password, no payload.
+    await until(lambda: "disconnected" in bridge.log_text(), 10, "the disconnect logged")
+    logged = bridge.log_text()
+    assert "ws 127.0.0.1:" in logged and "connected (origin https://pos.s1.example)" in logged
+    for user, password in pki.passwords.items():
+        assert password not in logged, f"the password of {user} is in the bridge's log"
+    assert cmd_id not in logged and "starting_float" not in logged
+
+
+async def test_over_websockets_a_pos_cannot_forge_events_nor_read_others_replies(
+        secure: SecureBroker, bridge: Bridge) -> None:
+    async with (listening(secure.client(f"{STORE}/R01"), f"{BASE1}/cmd/#", f"{BASE1}/ack/#",
+                          f"{BASE1}/ctl/#") as r01,
+                listening(secure.client(f"agg-{STORE}"), f"kassad/v1/{STORE}/+/evt",
+                          f"kassad/v1/{STORE}/+/status", f"kassad/v1/{STORE}/+/state")
+                as store_side,
+                listening(ws_client(secure, bridge, "pos-R01"), f"kassad/v1/{STORE}/+/res/#",
+                          f"kassad/v1/{STORE}/+/evt", f"{BASE1}/cmd/#") as pos):
+        forged = json.dumps({"forged": True}).encode()
+        for topic in (f"{BASE1}/evt", f"{BASE1}/status", f"{BASE1}/state",
+                      f"{BASE1}/ack/store-agg", f"{BASE1}/ctl/resync", f"{BASE1}/res/pos-R01",
+                      f"{BASE2}/cmd/drawer.open", "kassad/v1/pos-R01/evt"):
+            await pos.client.publish(topic, forged, qos=1,
+                                     retain=topic.endswith(("status", "state")))
+        other, mine, event = marker(), marker(), marker()
+        await r01.client.publish(f"{BASE1}/res/pos-R02", other, qos=1)
+        await r01.client.publish(f"{BASE1}/res/pos-R01", mine, qos=1)
+        await r01.client.publish(f"{BASE1}/evt", event, qos=1)
+        # Its own reply only: not pos-R02's, no event, not its own command, no forgery.
+        assert await pos.until(f"{BASE1}/res/pos-R01", mine) == [
+            (f"{BASE1}/res/pos-R01", mine)]
+        assert [p for _, p in await store_side.until(f"{BASE1}/evt", event)] == [event]
+        command = marker()
+        await pos.client.publish(f"{BASE1}/cmd/state.get", command, qos=1)
+        assert await r01.until(f"{BASE1}/cmd/state.get", command) == [
+            (f"{BASE1}/cmd/state.get", command)]
+
+
+async def test_over_websockets_no_or_a_wrong_password_is_refused_at_connect(
+        secure: SecureBroker, bridge: Bridge) -> None:
+    for client, codes in (
+            (ws_client(secure, bridge, None), {135}),
+            (ws_client(secure, bridge, "pos-R01", password="wrong"), {134, 135}),
+            (ws_client(secure, bridge, "nobody", password="x"), {134, 135})):
+        with pytest.raises(aiomqtt.MqttCodeError) as refused:
+            async with client:
+                pass
+        assert refusal_code(refused.value) in codes
+    # The broker's refusal closed the bridge's side too; the same POS with its password is in.
+    async with ws_client(secure, bridge, "pos-R01"):
+        pass
+    await until(lambda: bridge.log_text().count("disconnected") >= 4, 10, "four disconnects")
+    assert "the broker closed the connection" in bridge.log_text()
+
+
+async def test_the_websocket_handshake_refuses_a_wrong_subprotocol_path_or_origin(
+        secure: SecureBroker, bridge: Bridge) -> None:
+    trusted = ssl.create_default_context(cafile=str(secure.pki.ca))
+    mqtt = [Subprotocol("mqtt")]
+    for url, subprotocols, origin, status in (
+            (bridge.url, [Subprotocol("chat")], ORIGIN, 400),
+            (bridge.url, None, ORIGIN, 400),  # no subprotocol at all
+            (bridge.url.replace("/mqtt", "/"), mqtt, ORIGIN, 404),
+            (bridge.url.replace("/mqtt", "/mqtt/x"), mqtt, ORIGIN, 404),
+            (bridge.url, mqtt, "https://evil.example", 403)):
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(url, ssl=trusted, subprotocols=subprotocols,
+                                  origin=Origin(origin), open_timeout=10):
+                pass
+        assert refused.value.response.status_code == status, (url, subprotocols, origin)
+    # Through paho too: a wrong path is no MQTT connection.
+    with pytest.raises(aiomqtt.MqttError, match="WebSocket handshake error"):
+        async with ws_client(secure, bridge, "pos-R01", path="/other"):
+            pass
+    # wss only: the broker's CA must be trusted, and plain ws:// gets no handshake.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        async with ws_connect(bridge.url, ssl=ssl.create_default_context(),
+                              subprotocols=mqtt, origin=Origin(ORIGIN), open_timeout=10):
+            pass
+    with pytest.raises((InvalidMessage, OSError, InvalidHandshake)):
+        async with ws_connect(bridge.url.replace("wss:", "ws:"), subprotocols=mqtt,
+                              origin=Origin(ORIGIN), open_timeout=10):
+            pass
+    # Accepted: subprotocol mqtt, and a client that is not a browser may send no Origin.
+    # Binary frames only (MQTT 5 §6.0): a text frame closes with 1003.
+    async with ws_connect(bridge.url, ssl=trusted, subprotocols=mqtt, open_timeout=10) as ws:
+        assert ws.subprotocol == "mqtt"
+        await ws.send("CONNECT")
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+    # A message over max_message_bytes closes with 1009 before anything reaches the broker.
+    limit = load_ws_bridge_config(bridge.log.parent / "ws-bridge.toml").max_message_bytes
+    async with ws_connect(bridge.url, ssl=trusted, subprotocols=mqtt, origin=Origin(ORIGIN),
+                          open_timeout=10, max_size=None) as ws:
+        with contextlib.suppress(ConnectionClosedError):
+            await ws.send(b"\x00" * (limit + 1))
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
