@@ -27,6 +27,7 @@ import aiomqtt
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import (
+    ConnectionClosed,
     ConnectionClosedError,
     InvalidHandshake,
     InvalidMessage,
@@ -38,9 +39,11 @@ from kassad.daemon.admin.layout import read_shipped
 from kassad.daemon.client import KassadClient
 from kassad.daemon.config import BrokerConfig, TlsConfig
 from kassad.daemon.contract.events import utc_timestamp
-from kassad.daemon.mqtt.ws_config import load_ws_bridge_config
+from kassad.daemon.mqtt.ws_bridge import WsBridge
+from kassad.daemon.mqtt.ws_config import WsBridgeConfig, load_ws_bridge_config
 from kassad.daemon.store.config import StoreConfig
 from kassad.daemon.store.service import StoreService
+from kassad.daemon.systemd import Notifier
 from kassad.simulators.broker import HOST, MosquittoBroker, free_port
 from tests.support.notify import NotifySocket, has
 from tests.support.register import (
@@ -646,3 +649,52 @@ async def test_the_websocket_handshake_refuses_a_wrong_subprotocol_path_or_origi
         with pytest.raises(ConnectionClosedError) as closed:
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_the_bridge_in_process_limits_connections_closes_on_stop_and_without_broker(
+        secure: SecureBroker) -> None:
+    """max_connections (503), stop() closing a live connection (1001) and its broker socket,
+    and a broker that does not answer (1013), with WsBridge in this test's loop."""
+    pki = secure.pki
+    trusted = ssl.create_default_context(cafile=str(pki.ca))
+    mqtt = [Subprotocol("mqtt")]
+
+    def config(broker_port: int, **listen: Any) -> WsBridgeConfig:
+        return load_ws_bridge_config(
+            None, listen={"host": HOST, "port": 0, **listen,
+                          "tls": {"cert_file": str(pki.folder / "broker.crt"),
+                                  "key_file": str(pki.folder / "broker.key")}},
+            broker={"host": HOST, "port": broker_port,
+                    "tls": {"ca_file": str(pki.ca), "server_name": "localhost"}})
+
+    @contextlib.asynccontextmanager
+    async def running(bridge: WsBridge) -> AsyncIterator[str]:
+        task = asyncio.create_task(bridge.run())
+        try:
+            async with asyncio.timeout(10):
+                await bridge.ready.wait()
+            yield f"wss://{HOST}:{bridge.port}/mqtt"
+        finally:
+            bridge.stop()
+            async with asyncio.timeout(15):
+                await task
+
+    bridge = WsBridge(config(secure.port, max_connections=1), notifier=Notifier(None))
+    async with running(bridge) as url, ws_connect(url, ssl=trusted, subprotocols=mqtt) as first:
+        await until(lambda: bridge.active == 1, 10, "the first connection bridged")
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(url, ssl=trusted, subprotocols=mqtt, open_timeout=10):
+                pass
+        assert refused.value.response.status_code == 503
+        bridge.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            await first.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert bridge.active == 0
+
+    (nobody,) = free_ports(1)  # the broker's ports are bound: never given out
+    bridge = WsBridge(config(nobody), notifier=Notifier(None))
+    async with running(bridge) as url, ws_connect(url, ssl=trusted, subprotocols=mqtt) as ws:
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
