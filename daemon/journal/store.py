@@ -325,9 +325,12 @@ class JournalFile:
         ).fetchall()
         return {consumer: min(upto, self.last_seq) for consumer, upto in rows}
 
-    def next_conn_seq(self) -> int:
+    def next_conn_seq(self, above: int = 0) -> int:
+        """The next connection's number: above the last journaled one and above ``above`` (one
+        numbered in memory while the journal could not be written)."""
         with self._transaction() as db:
-            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'conn_seq'")
+            db.execute("UPDATE meta SET value = MAX(CAST(value AS INTEGER), ?) + 1 "
+                       "WHERE key = 'conn_seq'", (above,))
             row = db.execute("SELECT value FROM meta WHERE key = 'conn_seq'").fetchone()
             return int(row[0])
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from kassad.drivers.counter import (
@@ -32,6 +33,7 @@ from kassad.drivers.counter import (
 
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import utc_timestamp
+from ..journal.journal import until_written
 from ..journal.store import EventDraft
 from ..ledger.denominations import Count, count_total, counts_to_json
 
@@ -169,9 +171,10 @@ class Counters:
     async def _pump(self) -> None:
         while True:
             drafts = await self._pending.get()
+            # Coins and notes counted: they wait for a full disk, in order, never dropped.
             try:
-                await self._emit(drafts)
-            except Exception:
+                await until_written(partial(self._emit, drafts), "counter events")
+            except Exception:  # a bug: the counter goes on, the log says so
                 _LOGGER.exception("counter events could not be journaled")
 
     async def _quiet_timer(self) -> None:

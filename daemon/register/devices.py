@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from kassad.drivers.drawer.machine import (
@@ -35,6 +36,7 @@ from kassad.drivers.transport.serial import SerialTransport
 from ..config import DevicesConfig, PrinterConfig, SerialDrawerConfig, SerialTransportConfig
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import utc_timestamp
+from ..journal.journal import until_written
 from ..journal.store import EventDraft, PrintJobRecord
 from .counter_devices import channel_map, make_counters
 from .counting import Counters
@@ -243,9 +245,12 @@ class Devices:
     async def _pump(self) -> None:
         while True:
             drafts = await self._pending.get()
+            # What a device said happened: it waits for a full disk (those after it queue up
+            # behind it, in order) rather than be dropped.
             try:
-                await self._emit(drafts)
-            except Exception:  # the journal is failing: the device goes on, the log says so
+                await until_written(partial(self._emit, drafts),
+                                    f"device events {[d.type for d in drafts]}")
+            except Exception:  # a bug: the device goes on, the log says so
                 _LOGGER.exception("device events could not be journaled: %s",
                                   [d.type for d in drafts])
 

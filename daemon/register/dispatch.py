@@ -21,7 +21,7 @@ from ..config import CommandsConfig
 from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import EventType, utc_timestamp
 from ..contract.replies import ack_reply, error_reply, ok_reply
-from ..journal.journal import Journal
+from ..journal.journal import RETRY_MAX, RETRY_MIN, Journal, until_written
 from ..journal.store import CommandRecord, EventDraft, JournalError, SealedEvent
 from ..ledger.session import LedgerState
 from .access import AccessPolicy, check_access
@@ -107,13 +107,12 @@ class CommandWorker:
             self.between_commands.clear()
             try:
                 await self.handle(item)
+            except _LeftExecuting:
+                pass  # stopping: its requester's resend gets ``indeterminate`` from the next start
             except JournalError as e:
                 # Nothing was acknowledged: the requester's resend will be answered later.
-                _LOGGER.error("journal unavailable, command %s not taken: %s",
-                              getattr(item, "cmd_id", None), e)
-                self._answer(item, ErrorCode.JOURNAL_UNAVAILABLE,
-                             f"the register cannot write its journal ({e}); nothing was done "
-                             "— fix the disk, then send the command again")
+                _LOGGER.error("journal unavailable, command %s not taken: %s", _cmd_id(item), e)
+                self._refuse_unjournaled(item, e)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -143,9 +142,13 @@ class CommandWorker:
                 self._reply({**reply, "duplicate": True}, reply_to, correlation)
 
     def _answer(self, item: Command | Rejected, code: ErrorCode, message: str) -> None:
-        cmd_id = item.envelope.cmd_id if isinstance(item, Command) else item.cmd_id
-        self._reply(error_reply(cmd_id, item.name, CommandRefused(code, message)), item.reply_to,
-                    item.correlation)
+        self._reply(error_reply(_cmd_id(item), item.name, CommandRefused(code, message)),
+                    item.reply_to, item.correlation)
+
+    def _refuse_unjournaled(self, item: Command | Rejected, error: Exception) -> None:
+        self._answer(item, ErrorCode.JOURNAL_UNAVAILABLE,
+                     f"the register cannot write its journal ({error}); nothing was done "
+                     "— fix the disk, then send the command again")
 
     # -- rejected before the intent -----------------------------------------------------------
 
@@ -240,7 +243,7 @@ class CommandWorker:
     async def _execute_logged(self, cmd: Command, stored: CommandRecord, handler: Handler,
                               plan: Any) -> None:
         try:
-            await self._execute(cmd, stored, handler, plan)
+            await self._execute(cmd, stored, handler, plan, background=True)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -262,7 +265,9 @@ class CommandWorker:
                 result = error_reply(stored.cmd_id, command, refusal)
                 status = "failed"
             record = replace(stored, status=status, updated_at=utc_timestamp(), result=result)
-            sealed = await self._journal.run(self._journal.file.finish_command, record, [])
+            sealed = await until_written(
+                lambda: self._journal.run(self._journal.file.finish_command, record, []),
+                f"the result of {stored.cmd_id} ({command})")
             self._on_committed(sealed, None)
             if stored.response_topic:
                 self._reply(result, stored.response_topic, None)
@@ -283,8 +288,67 @@ class CommandWorker:
         if self.running:
             await asyncio.wait(set(self.running))
 
+    async def _commit_in_hand(self, cmd: Command, record: CommandRecord,
+                              drafts: list[EventDraft]) -> list[SealedEvent]:
+        """Journal the result of the command in hand. Its intent is journaled and it was
+        acknowledged, so it waits for the journal (a full disk) rather than be dropped: only
+        its journaled result may be answered. The ledger moves only with that write, so the
+        worker takes no other command meanwhile; the ones that arrive are answered at once —
+        from the journal when they were done before (a resend), else ``journal_unavailable``
+        with nothing done — so no requester waits without an answer. A stop gives up on it:
+        left ``executing``, it is ``indeterminate`` (with no effect) at the next start."""
+        delay = RETRY_MIN
+        failed = False
+        while True:
+            try:
+                sealed = await self._journal.run(self._journal.file.finish_command, record,
+                                                 drafts)
+            except JournalError as e:
+                if self._closing:
+                    _LOGGER.warning("stopping: the result of %s (%s) is not journaled, so it "
+                                    "changed nothing; it is indeterminate at the next start",
+                                    record.cmd_id, cmd.name)
+                    raise _LeftExecuting from e
+                if not failed:
+                    _LOGGER.error("the result of %s (%s) not journaled, waiting for the journal "
+                                  "to take it: %s", record.cmd_id, cmd.name, e)
+                failed = True
+                await self._refuse_meanwhile(record.cmd_id, delay, e)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if failed:
+                _LOGGER.warning("the result of %s (%s) journaled after all", record.cmd_id,
+                                cmd.name)
+            return sealed
+
+    async def _refuse_meanwhile(self, in_hand: str, seconds: float, error: Exception) -> None:
+        """For ``seconds``, answer the commands that arrive without doing any."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0 and not self._closing:
+            try:
+                async with asyncio.timeout(remaining):
+                    item = await self.queue.get()
+            except TimeoutError:
+                return
+            try:
+                cmd_id = _cmd_id(item)
+                if cmd_id == in_hand:
+                    continue  # a resend of the command in hand: its result comes when journaled
+                try:
+                    stored = (await self._journal.run(self._journal.file.get_command, cmd_id)
+                              if cmd_id is not None else None)
+                except JournalError:
+                    stored = None
+                if stored is not None:
+                    await self._replay(stored, item.reply_to, item.correlation)
+                else:
+                    self._refuse_unjournaled(item, error)
+            finally:
+                self.queue.task_done()
+
     async def _execute(self, cmd: Command, stored: CommandRecord, handler: Handler,
-                       plan: Any) -> None:
+                       plan: Any, *, background: bool = False) -> None:
         env = cmd.envelope
         ts = utc_timestamp()
         outcome: Outcome | None = None
@@ -298,7 +362,12 @@ class CommandWorker:
             status = "failed"
         drafts = self._drafts(cmd, outcome, ts)
         record = replace(stored, status=status, updated_at=ts, result=result)
-        sealed = await self._journal.run(self._journal.file.finish_command, record, drafts)
+        if background:
+            sealed = await until_written(
+                lambda: self._journal.run(self._journal.file.finish_command, record, drafts),
+                f"the result of {env.cmd_id} ({cmd.name})")
+        else:
+            sealed = await self._commit_in_hand(cmd, record, drafts)
         self._on_committed(sealed, outcome.ledger if outcome else None)
         self._crash("after_result_commit")
         self._reply(result, cmd.reply_to, cmd.correlation)
@@ -316,3 +385,11 @@ class CommandWorker:
         actor = {"employee": env.employee} if env.employee else None
         return [EventDraft(e.type, ts, e.session_id, e.data, cause, actor)
                 for e in outcome.events]
+
+
+class _LeftExecuting(Exception):
+    """A stop came while the result of the command in hand could not be journaled."""
+
+
+def _cmd_id(item: Command | Rejected) -> str | None:
+    return item.envelope.cmd_id if isinstance(item, Command) else item.cmd_id

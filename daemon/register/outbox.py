@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from ..config import DeliveryConfig
 from ..contract.events import utc_timestamp
 from ..contract.topics import RegisterTopics
-from ..journal.journal import Journal
+from ..journal.journal import Journal, until_written
 from ..mqtt.link import MqttLink, NotConnected, PublishFailed
 
 _LOGGER = logging.getLogger(__name__)
@@ -95,9 +96,14 @@ class Outbox:
             self._acks_changed.clear()
             dirty, self._dirty_acks = self._dirty_acks, set()
             for consumer in dirty:
-                await self._journal.run(self._journal.file.save_ack, consumer,
-                                        self._journal.epoch, self.acked[consumer],
-                                        utc_timestamp())
+                # On a full disk it waits (the latest mark is written once it can be); a mark
+                # not saved only costs a resend of what the consumer already has.
+                await until_written(partial(self._save_ack, consumer),
+                                    f"the ack of {consumer}")
+
+    async def _save_ack(self, consumer: str) -> None:
+        await self._journal.run(self._journal.file.save_ack, consumer, self._journal.epoch,
+                                self.acked[consumer], utc_timestamp())
 
     async def relay(self, link: MqttLink) -> None:
         """Publish for the life of one connection (cancelled when it drops)."""

@@ -34,8 +34,8 @@ from ..contract.errors import CommandRefused, ErrorCode
 from ..contract.events import AckMessage, EventType, ResyncRequest, utc_timestamp
 from ..contract.replies import error_reply, ok_reply
 from ..contract.topics import RegisterTopics
-from ..journal.journal import Journal
-from ..journal.store import CommandRecord, EventDraft, PrintJobRecord, SealedEvent
+from ..journal.journal import Journal, until_written
+from ..journal.store import CommandRecord, EventDraft, JournalError, PrintJobRecord, SealedEvent
 from ..ledger.rules import CountPolicy, MoneyPolicy
 from ..ledger.session import LedgerEvent, LedgerState, Session, apply, blind, fold
 from ..mqtt.link import (
@@ -238,8 +238,12 @@ class RegisterService:
             _LOGGER.warning("a receipt or a kick was still in progress at shutdown: it will be "
                             "indeterminate at the next start")
         await self._worker.stop_background(grace=BACKGROUND_GRACE)
-        await self._append([EventDraft(EventType.DAEMON_STOPPED, utc_timestamp(),
-                                       data={"boot_id": self.boot_id})])
+        try:
+            await self._append([EventDraft(EventType.DAEMON_STOPPED, utc_timestamp(),
+                                           data={"boot_id": self.boot_id})])
+        except JournalError as e:  # a full disk must not turn a stop into a crash
+            _LOGGER.error("daemon.stopped not journaled (the next daemon.started shows the "
+                          "restart): %s", e)
         if self._link.is_connected:
             try:
                 await self._publish_status(online=False)
@@ -305,9 +309,12 @@ class RegisterService:
             return None
         self._apply_config(result.config)
         if result.applied or result.needs_restart:
-            await self._append([EventDraft(EventType.DAEMON_RELOADED, utc_timestamp(), data={
-                "boot_id": self.boot_id, "applied": list(result.applied),
-                "needs_restart": list(result.needs_restart)})])
+            try:
+                await self._append([EventDraft(EventType.DAEMON_RELOADED, utc_timestamp(), data={
+                    "boot_id": self.boot_id, "applied": list(result.applied),
+                    "needs_restart": list(result.needs_restart)})])
+            except JournalError as e:
+                _LOGGER.error("reload applied, daemon.reloaded not journaled: %s", e)
         self._config_note = result.note
         self.notifier.ready(self.status_line())
         return result
@@ -382,7 +389,15 @@ class RegisterService:
 
     async def _will(self) -> aiomqtt.Will:
         assert self._journal is not None
-        self._conn_seq = await self._journal.run(self._journal.file.next_conn_seq)
+        try:
+            self._conn_seq = await self._journal.run(self._journal.file.next_conn_seq,
+                                                     self._conn_seq)
+        except JournalError as e:
+            # Connect all the same (the POS must hear journal_unavailable): numbered in memory,
+            # still above every connection of this boot; the journal catches up later.
+            self._conn_seq += 1
+            _LOGGER.error("connection counter not journaled, this connection is %s: %s",
+                          self._conn_seq, e)
         return aiomqtt.Will(self.topics.status, json.dumps(self._status(online=False)), qos=1,
                             retain=True, properties=will_properties(self.config.broker.will_delay))
 
@@ -404,8 +419,11 @@ class RegisterService:
         return {"drawer": dict(unavailable), "printer": dict(unavailable), "counters": {}}
 
     async def _save_job(self, job: PrintJobRecord, drafts: list[EventDraft]) -> None:
-        assert self._journal is not None
-        sealed = await self._journal.run(self._journal.file.put_job, job, drafts)
+        """A print job's new state: it happened at the printer, so it waits for the journal."""
+        journal = self._journal
+        assert journal is not None
+        sealed = await until_written(lambda: journal.run(journal.file.put_job, job, drafts),
+                                     f"print job {job.job_id} {job.state}")
         self._committed(sealed, None)
 
     def _resume_print_jobs(self) -> None:
