@@ -546,7 +546,10 @@ class RegisterService:
                 reply = ok_reply(env.cmd_id, cmd.name, {"command": record.as_json()})
         else:
             reply = ok_reply(env.cmd_id, cmd.name, {"state": self.state_snapshot()})
-        await self._send_reply(reply, cmd.reply_to, cmd.correlation)
+        # Not awaited here, in the message loop: a publish caught by a dropped connection
+        # waits for its PUBACK until the timeout (aiomqtt does not fail it), and the loop
+        # would not see the drop — nor take any command — for that long.
+        self._reply_soon(reply, cmd.reply_to, cmd.correlation)
 
     def _on_ack(self, consumer: str, payload: bytes) -> None:
         assert self._outbox is not None
