@@ -108,6 +108,7 @@ class Devices:
             self.printer = self._make_printer(config.printer)
             self.jobs = PrintJobs(self.printer, config.printer, save_job, crash_point)
         self.serial_drawer: SerialDrawer | None = None
+        self._box_reachable: bool | None = None  # unknown until the box's first answer
         self.counters: Counters | None = None
         if config.counters:
             self.counters = self._make_counters(config, session_id)
@@ -295,6 +296,7 @@ class Devices:
     def _on_drawer_sensor(self, is_open: bool | None, why: str) -> None:
         if self.serial_drawer is not None:
             self._mark_probed("drawer")
+            self._drawer_box_reachable(is_open is not None, why)
         if self.drawer is None:
             return
         if is_open is None:
@@ -303,6 +305,19 @@ class Devices:
             self._queue(self.drawer.sensor(self._clock(), is_open))
         self._drawer_wake.set()
         self._drawer_changed.set()
+
+    def _drawer_box_reachable(self, reachable: bool, why: str) -> None:
+        """A drawer on its own box: journal when it stops answering (unplugged, silent) and
+        when it answers again; its reading arrives every poll, the event only on a change."""
+        if reachable == self._box_reachable or (reachable and self._box_reachable is None):
+            self._box_reachable = reachable
+            return
+        self._box_reachable = reachable
+        assert self.serial_drawer is not None
+        data: dict[str, Any] = {"connected": reachable, "interface": self.serial_drawer.name}
+        if not reachable:
+            data["reason"] = why
+        self._queue([("drawer.status", data)])
 
     def _publish_printer(self, reason: str) -> None:
         if self.printer is None:

@@ -64,6 +64,11 @@ def device_alarms(state: dict[str, Any]) -> list[str]:
     drawer = devices.get("drawer") or {}
     if drawer.get("configured") and drawer.get("state") == "open":
         alarms.append("drawer_open")
+    # Its interface gone, or its sensor unreadable (a box that does not answer): nobody knows
+    # whether the drawer is open, and a kick may not be heard.
+    if drawer.get("configured") and (drawer.get("state") == "unknown"
+                                     or drawer.get("connected") is False):
+        alarms.append("drawer_offline")
     for name, counter in (devices.get("counters") or {}).items():
         if not counter.get("connected", True):
             alarms.append(f"counter_offline:{name}")

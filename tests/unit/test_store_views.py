@@ -235,3 +235,20 @@ def test_device_alarms_printer_offline_when_connected_but_offline() -> None:
         "cover_open"]
     assert device_alarms(printer(online=False, state="not_ready", error=True)) == [
         "printer_error"]
+
+
+def test_device_alarms_drawer_offline_when_its_sensor_is_unknown_or_its_box_gone() -> None:
+    """A drawer whose sensor cannot be read (its box silent or unplugged, or the printer it
+    hangs on gone) is shown: nobody knows whether it is open."""
+    from kassad.daemon.store.service import device_alarms
+
+    def drawer(**state: object) -> dict[str, object]:
+        return {"devices": {"drawer": {"configured": True, "connected": True,
+                                       "state": "closed", **state}}}
+
+    assert device_alarms(drawer()) == []
+    assert device_alarms(drawer(state="open")) == ["drawer_open"]
+    assert device_alarms(drawer(state="unknown")) == ["drawer_offline"]
+    assert device_alarms(drawer(connected=False, state="unknown")) == ["drawer_offline"]
+    assert device_alarms({"devices": {"drawer": {"configured": False,
+                                                 "state": "unavailable"}}}) == []
