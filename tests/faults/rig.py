@@ -52,6 +52,7 @@ from kassad.daemon.journal.verify import verify_journal
 from kassad.daemon.ledger.session import LedgerEvent, fold
 from kassad.simulators.broker import MosquittoBroker, free_port
 from kassad.simulators.printer.device import PrinterSimulator
+from kassad.simulators.serial_drawer import SerialDrawerSimulator
 from tests.support.register import (
     RegisterProcess,
     broker_config,
@@ -171,8 +172,12 @@ class FaultRig:
     def __init__(self, workdir: Path, *, journal: Path | None = None,
                  register_env: dict[str, str] | None = None,
                  register_sections: dict[str, dict[str, Any]] | None = None,
-                 receipts: bool = False) -> None:
+                 receipts: bool = False,
+                 drawer_box: SerialDrawerSimulator | None = None) -> None:
         self.workdir = workdir
+        #: The drawer on its own serial interface box (configured by the caller in
+        #: register_sections), instead of the printer's kick port.
+        self.drawer_box = drawer_box
         #: The burst also prints receipts (print.receipt, each with its own marker line).
         self.receipts = receipts
         self.journal = journal or workdir / "journal.db"
@@ -254,13 +259,19 @@ class FaultRig:
     async def _close_drawer_when_opened(self) -> None:
         """The cashier: whenever a kick opens the drawer, they take the cash and close it."""
         rng = random.Random(7)
+        device = self.drawer_box or self.printer
         while True:
             with contextlib.suppress(TimeoutError):
-                await self.printer.wait_for(
-                    lambda: self.printer.state.drawer_open and not self.cashier_away,
-                    timeout=3600)
+                await device.wait_for(lambda: self.drawer_is_open() and not self.cashier_away,
+                                      timeout=3600)
                 await asyncio.sleep(rng.uniform(0.3, 0.6))  # a hand on the drawer, not a sync
-                self.printer.close_drawer()
+                device.close_drawer()
+
+    def drawer_is_open(self) -> bool:
+        """The drawer itself (not what its sensor says)."""
+        if self.drawer_box is not None:
+            return self.drawer_box.drawer_open
+        return self.printer.state.drawer_open
 
     def free_port(self) -> int:
         return free_port()
@@ -447,7 +458,9 @@ class FaultRig:
 
     def kicks_received(self) -> int:
         """Every kick the printer received, those it ignored (its pin still pulsing, or in an
-        unrecoverable error) included."""
+        unrecoverable error) included; or the kicks the drawer's own box received."""
+        if self.drawer_box is not None:
+            return len(self.drawer_box.kicks)
         return len(self.printer.kicks) + self.printer.ignored_kicks + self.printer.refused_kicks
 
     def check_receipts(self) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from kassad.daemon.client import KassadClient
 from kassad.simulators.cctalk.bus import CcTalkSimulator
+from kassad.simulators.serial_drawer import SerialDrawerSimulator
 from kassad.simulators.ssp.device import SspSimulator
 from tests.faults.conftest import FaultReport
 from tests.faults.rig import REGISTER, STORE, FaultRig
@@ -146,7 +147,7 @@ class Watch:
     async def drawer_quiet(self) -> None:
         """The drawer shut and no drawer.open waiting for its answer."""
         rig = self.rig
-        await until(lambda: not rig.printer.state.drawer_open and not any(
+        await until(lambda: not rig.drawer_is_open() and not any(
             s.command == "drawer.open" and s.outcome is None for s in rig.sent.values()),
             timeout=20, what="the drawer shut, no kick under way")
 
@@ -423,9 +424,10 @@ async def test_counter_faults_during_counting_runs(tmp_path: Path,
             counting.pos = pos
             watch = Watch(rig)
             await rig.open_session()
-            await until(lambda: watch.journaled_since(0, event("counter.status", device="notes",
-                                                               connected=True)) is not None,
-                        timeout=20, what="the counters identified")
+            await until(lambda: all(
+                watch.journaled_since(0, event("counter.status", device=name, connected=True))
+                is not None for name in ("coins", "bills", "notes")),
+                timeout=20, what="the three counters identified")
             runs = {name: asyncio.create_task(counting.send(
                 "counter.count", {"device": name, "action": "start"}))
                 for name in ("coins", "bills", "notes")}
@@ -479,3 +481,80 @@ async def test_counter_faults_during_counting_runs(tmp_path: Path,
     figures.commands += counting.commands
     figures.ok += counting.commands
     fault_report.add(f"coin/bill/note counter faults ({pieces} pieces counted)", figures)
+
+
+# -- the drawer on its own serial interface box ----------------------------------------------
+
+
+def drawer_box_faults(rig: FaultRig, box: SerialDrawerSimulator, link: Path) -> list[Fault]:
+    def by_hand() -> None:
+        rig.cashier_away = True  # the drawer stays open until the fault is cleared
+        box.open_by_hand()
+
+    def shut_by_hand() -> None:
+        box.close_drawer()
+        rig.cashier_away = False
+
+    def replug() -> None:
+        # A USB-serial adaptor plugged in again gets a new tty; udev's symlink (the path the
+        # configuration names) follows it, as /dev/kassad/drawer0 does (systemd/60-kassad.rules).
+        path = box.replug()
+        tmp = link.with_suffix(".new")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path)
+        tmp.replace(link)
+
+    offline = event("drawer.status", connected=False)
+    back = event("drawer.status", connected=True)
+    opened = any_of(event("drawer.unexpected_open"), event("drawer.opened"))
+    return [
+        Fault("box jam", box.jam, lambda: box.jam(on=False), [event("drawer.kick_failed")]),
+        Fault("box sensor stuck open", lambda: box.stick_sensor("open"),
+              lambda: box.stick_sensor(None), [opened], [event("drawer.closed")],
+              alarm="drawer_open", drawer_quiet=True),
+        Fault("box sensor stuck closed", lambda: box.stick_sensor("closed"),
+              lambda: box.stick_sensor(None), [event("drawer.kick_failed")],
+              drawer_quiet=True),
+        Fault("box opened by hand", by_hand, shut_by_hand, [opened], [event("drawer.closed")],
+              alarm="drawer_open", drawer_quiet=True),
+        Fault("box silent", box.silence, lambda: box.silence(on=False), [offline], [back],
+              alarm="drawer_offline", drawer_quiet=True),
+        Fault("box unplugged", box.unplug, replug, [offline], [back], alarm="drawer_offline",
+              drawer_quiet=True),
+    ]
+
+
+async def test_serial_drawer_box_faults_during_a_burst(tmp_path: Path,
+                                                      fault_report: FaultReport) -> None:
+    rng = random.Random(3030)
+    async with SerialDrawerSimulator() as box:
+        link = tmp_path / "drawer0"
+        link.symlink_to(box.open_pty())
+        drawer = {"via": "serial", "serial": {
+            "path": str(link), "poll_interval": 0.05, "reply_timeout": 0.2,
+            "reconnect_min": 0.05, "reconnect_max": 0.2}}
+        async with FaultRig(tmp_path, drawer_box=box,
+                            register_sections={"devices.drawer": drawer}) as rig:
+            watch = Watch(rig)
+            await rig.open_session()
+            faults = drawer_box_faults(rig, box, link)
+            rng.shuffle(faults)
+            done = False
+
+            async def injector() -> None:
+                nonlocal done
+                try:
+                    for fault in faults:
+                        await watch.hold(fault)
+                finally:
+                    done = True
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(injector())
+                group.create_task(rig.burst(4, until_done=lambda: done))
+            assert not {"drawer_open", "drawer_offline"} & set(watch.alarms())
+            outcomes = {s.outcome for s in rig.sent.values()}
+            figures = await rig.settle_and_check()
+    assert "kick_failed" in outcomes, outcomes
+    figures.faults = len(faults)
+    fault_report.add("serial drawer box faults (6 kinds)", figures)
