@@ -52,6 +52,15 @@ ensure_udev() {
     fi
 }
 
+# The clock fault test steps a register's wall clock with libfaketime (Debian: package
+# libfaketime), preloaded into that one process.
+ensure_faketime() {
+    if ! compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null \
+            && [ ! -e /usr/lib/faketime/libfaketime.so.1 ]; then
+        _apt_install libfaketime
+    fi
+}
+
 # The aggregator's tests run against a real PostgreSQL at 127.0.0.1:5432 as user postgres
 # without a password (KASSAD_TEST_POSTGRES overrides the address). On a machine without one,
 # install Debian's package, start its cluster and let local TCP connections in as trust.
