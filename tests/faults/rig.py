@@ -144,6 +144,14 @@ class DaemonProcess(RegisterProcess):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    async def stop(self) -> int:
+        """SIGTERM and wait for the exit without blocking the loop (the proxy and the POS
+        run on it: a blocking wait would stall them while the daemon says goodbye)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return await self.wait_exit(timeout=30)
+
     def sigkill(self) -> None:
         """SIGKILL without waiting: the caller reaps it (``wait_exit``)."""
         if self.alive:
@@ -411,7 +419,7 @@ class FaultRig:
         self.check_effects()
         if any(s.command == "print.receipt" for s in self.sent.values()):
             self.check_receipts()
-        assert self.register.terminate() == 0, self.register.log_tail()
+        assert await self.register.stop() == 0, self.register.log_tail()
         return self.figures
 
     def check_effects(self) -> None:
