@@ -226,7 +226,7 @@ class FaultRig:
         sections: dict[str, dict[str, Any]] = {
             "devices.printer": {**PRINTER, "transport": {"kind": "tcp", "host": "127.0.0.1",
                                                          "port": printer_port}},
-            "devices.drawer": DRAWER,
+            "devices.drawer": dict(DRAWER),  # a copy: register_sections update it below
             "reports": {"print_z_at_close": False, "slips": False},
         }
         for name, values in self.register_sections.items():

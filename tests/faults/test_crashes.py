@@ -37,7 +37,7 @@ async def test_register_killed_at_52_points_of_a_burst(tmp_path: Path,
             while kills < REGISTER_KILLS:
                 answered = rig.answered()
                 # Let the restarted daemon do some work first: a crash loop proves nothing.
-                await until_answered(rig, answered + rng.randint(1, 4))
+                await until_answered(rig, answered + rng.randint(1, 2))
                 if kills % 3 == 2:
                     # A named point: the daemon dies there by itself (os._exit, like SIGKILL),
                     # at the 1st or 2nd pass after this start.

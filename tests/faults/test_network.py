@@ -22,7 +22,7 @@ BROKER_KILLS = 6
 #: Each network fault, in a seeded random order: a cut (connections reset, new ones refused),
 #: a short stall (bytes held, less than the keepalive), a long stall (past the register's
 #: 5 s keepalive: both ends give the connection up), a reset (RST, reconnect at once).
-NETWORK_FAULTS = ["cut"] * 6 + ["stall"] * 4 + ["long_stall"] * 2 + ["reset"] * 6
+NETWORK_FAULTS = ["cut"] * 6 + ["stall"] * 4 + ["long_stall"] + ["reset"] * 7
 
 
 async def answered_more(rig: FaultRig, n: int) -> None:

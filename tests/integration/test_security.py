@@ -158,7 +158,7 @@ class SecureBroker:
         return aiomqtt.Client(HOST, port or self.port, username=user, password=password,
                               identifier=identifier or f"t-{(user or 'anon').replace('/', '-')}",
                               protocol=aiomqtt.ProtocolVersion.V5, tls_params=self.tls(cert),
-                              timeout=10, **extra)
+                              **{"timeout": 10, **extra})
 
     def broker_config(self, user: str, **extra: Any) -> BrokerConfig:
         return BrokerConfig(host=HOST, port=self.port, username=user,
@@ -255,7 +255,7 @@ async def test_without_credentials_or_with_a_wrong_password_nothing_connects(
             pass
     # A certificate is required on the certificate listener: without one, no TLS session.
     with pytest.raises(aiomqtt.MqttError):
-        async with secure.client("pos-R01", port=secure.cert_port):
+        async with secure.client("pos-R01", port=secure.cert_port, timeout=3):
             pass
 
 
