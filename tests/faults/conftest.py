@@ -28,6 +28,10 @@ class FaultReport:
                 setattr(total, f.name, getattr(total, f.name) + getattr(row, f.name))
         return total
 
+    def refusals(self) -> str:
+        codes = self.total().refusals
+        return "refusals by code: " + ", ".join(f"{code} {n}" for code, n in codes.most_common())
+
     def table(self) -> list[str]:
         head = f"{'fault':<48} {'faults':>6} {'cmds':>6} {'ok':>6} {'refused':>7} " \
                f"{'indet.':>6} {'events':>7} {'kicks':>5} {'lost':>4} {'double':>6}"
@@ -36,7 +40,7 @@ class FaultReport:
             lines.append(f"{name[:48]:<48} {f.faults:>6} {f.commands:>6} {f.ok:>6} "
                          f"{f.refused:>7} {f.indeterminate:>6} {f.events:>7} {f.kicks:>5} "
                          f"{f.lost:>4} {f.doubled:>6}")
-        return lines
+        return [*lines, self.refusals()]
 
 
 _REPORT = FaultReport()

@@ -480,7 +480,7 @@ async def test_counter_faults_during_counting_runs(tmp_path: Path,
     figures.faults = len(faults)
     figures.commands += counting.commands
     figures.ok += counting.commands
-    fault_report.add(f"coin/bill/note counter faults ({pieces} pieces counted)", figures)
+    fault_report.add(f"counter faults in counting runs ({pieces} pieces)", figures)
 
 
 # -- the drawer on its own serial interface box ----------------------------------------------
