@@ -356,6 +356,11 @@ class FaultRig:
         """How many commands have their final answer."""
         return sum(1 for s in self.sent.values() if s.outcome is not None)
 
+    async def until_answered(self, more: int) -> None:
+        """Until ``more`` commands than now have their answer (the burst goes on meanwhile)."""
+        target = self.answered() + more
+        await until(lambda: self.answered() >= target, 60, what=f"{target} commands answered")
+
     def expected_cash(self) -> int:
         """The drawer's cash by the POS's own books: the float and what was answered ok."""
         total = FLOAT

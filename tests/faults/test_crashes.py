@@ -35,9 +35,8 @@ async def test_register_killed_at_52_points_of_a_burst(tmp_path: Path,
         async def killer() -> None:
             nonlocal kills
             while kills < REGISTER_KILLS:
-                answered = rig.answered()
                 # Let the restarted daemon do some work first: a crash loop proves nothing.
-                await until_answered(rig, answered + rng.randint(1, 2))
+                await rig.until_answered(rng.randint(1, 2))
                 if kills % 3 == 2:
                     # A named point: the daemon dies there by itself (os._exit, like SIGKILL),
                     # at the 1st or 2nd pass after this start.
@@ -64,11 +63,6 @@ async def test_register_killed_at_52_points_of_a_burst(tmp_path: Path,
     figures.faults = kills
     fault_report.add("register SIGKILLed / crashed at a named point", figures)
     assert figures.indeterminate > 0  # the named points leave some, as the contract says
-
-
-async def until_answered(rig: FaultRig, n: int) -> None:
-    """Until the POS has answers for ``n`` commands (the burst goes on meanwhile)."""
-    await until(lambda: rig.answered() >= n, timeout=60, what=f"{n} commands answered")
 
 
 async def test_aggregator_killed_at_12_points_of_a_burst(tmp_path: Path,

@@ -178,6 +178,23 @@ class Watch:
             await self.alarm(fault.alarm, on=False, what=f"{fault.name} cleared")
 
 
+async def hold_each_during_a_burst(rig: FaultRig, watch: Watch, faults: list[Fault]) -> None:
+    """Four POS workers send commands until every fault was held and cleared, in turn."""
+    done = False
+
+    async def injector() -> None:
+        nonlocal done
+        try:
+            for fault in faults:
+                await watch.hold(fault)
+        finally:
+            done = True
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(injector())
+        group.create_task(rig.burst(4, until_done=lambda: done))
+
+
 def printer_faults(rig: FaultRig) -> list[Fault]:
     p = rig.printer
     ready = event("printer.status", connected=True, state="ready")
@@ -233,19 +250,7 @@ async def test_printer_and_drawer_faults_during_a_burst(tmp_path: Path,
         await rig.open_session()
         faults = printer_faults(rig)
         rng.shuffle(faults)
-        done = False
-
-        async def injector() -> None:
-            nonlocal done
-            try:
-                for fault in faults:
-                    await watch.hold(fault)
-            finally:
-                done = True
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(injector())
-            group.create_task(rig.burst(4, until_done=lambda: done))
+        await hold_each_during_a_burst(rig, watch, faults)
         alarms = watch.alarms()
         assert not {"paper_out", "paper_near_end", "cover_open", "printer_offline",
                     "printer_error"} & set(alarms), alarms
@@ -539,19 +544,7 @@ async def test_serial_drawer_box_faults_during_a_burst(tmp_path: Path,
             await rig.open_session()
             faults = drawer_box_faults(rig, box, link)
             rng.shuffle(faults)
-            done = False
-
-            async def injector() -> None:
-                nonlocal done
-                try:
-                    for fault in faults:
-                        await watch.hold(fault)
-                finally:
-                    done = True
-
-            async with asyncio.TaskGroup() as group:
-                group.create_task(injector())
-                group.create_task(rig.burst(4, until_done=lambda: done))
+            await hold_each_during_a_burst(rig, watch, faults)
             assert not {"drawer_open", "drawer_offline"} & set(watch.alarms())
             outcomes = {s.outcome for s in rig.sent.values()}
             figures = await rig.settle_and_check()

@@ -25,13 +25,6 @@ BROKER_KILLS = 6
 NETWORK_FAULTS = ["cut"] * 6 + ["stall"] * 4 + ["long_stall"] + ["reset"] * 7
 
 
-async def answered_more(rig: FaultRig, n: int) -> None:
-    """Until ``n`` more commands have their answer than now (the burst goes on meanwhile)."""
-    target = rig.answered() + n
-    await until(lambda: rig.answered() >= target, timeout=60,
-                what=f"{target} commands answered")
-
-
 async def test_broker_killed_and_restarted_6_times_in_a_burst(
         tmp_path: Path, fault_report: FaultReport) -> None:
     rng = random.Random(6)
@@ -42,7 +35,7 @@ async def test_broker_killed_and_restarted_6_times_in_a_burst(
         async def killer() -> None:
             nonlocal kills
             while kills < BROKER_KILLS:
-                await answered_more(rig, rng.randint(5, 20))
+                await rig.until_answered(rng.randint(5, 20))
                 await asyncio.sleep(rng.uniform(0, 0.2))  # a random moment of the burst
                 # SIGKILL: no persistence save (the snapshot it reloads is stale), no clean
                 # disconnects, queued QoS 1 messages gone. Odd kills come back at once, even
@@ -77,7 +70,7 @@ async def test_network_cut_stalled_and_reset_18_times_in_a_burst(
         async def saboteur() -> None:
             nonlocal finished
             for fault in faults:
-                await answered_more(rig, rng.randint(3, 10))
+                await rig.until_answered(rng.randint(3, 10))
                 if fault == "cut":
                     rig.proxy.cut()
                     await asyncio.sleep(rng.uniform(0.3, 1.5))  # how long the cable is out
