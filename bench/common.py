@@ -136,25 +136,38 @@ def mqtt_client(port: int, identifier: str) -> aiomqtt.Client:
     return client
 
 
+def bare_db(path: Path) -> sqlite3.Connection:
+    """A fresh SQLite file set up as the journal's: WAL, ``synchronous=FULL``."""
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    mode = db.execute("PRAGMA synchronous").fetchone()[0]
+    assert mode == 2, f"synchronous is {mode}, not FULL (2)"
+    db.execute("CREATE TABLE rows (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    return db
+
+
+def bare_commit(db: sqlite3.Connection) -> None:
+    """One row in its own fsync'd transaction, as the journal commits an intent."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO rows(body) VALUES (?)", (ROW_BODY,))
+    db.execute("COMMIT")
+
+
 def timed_commits(folder: Path, count: int, cap_s: float = math.inf) -> tuple[list[float], float]:
     """``count`` bare fsync'd SQLite commits (WAL, ``synchronous=FULL``, one row each, as the
     journal makes them) in ``folder``, stopping early after ``cap_s``: each commit's latency
     and the elapsed time, in seconds."""
-    db = sqlite3.connect(folder / "bare.db", isolation_level=None)
+    db = bare_db(folder / "bare.db")
     try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        mode = db.execute("PRAGMA synchronous").fetchone()[0]
-        assert mode == 2, f"synchronous is {mode}, not FULL (2)"
-        db.execute("CREATE TABLE rows (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
         latencies: list[float] = []
         start = time.perf_counter()
         deadline = start + cap_s
         for _ in range(count):
             t0 = time.perf_counter()
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO rows(body) VALUES (?)", (ROW_BODY,))
-            db.execute("COMMIT")
+            bare_commit(db)
             latencies.append(time.perf_counter() - t0)
             if t0 > deadline:
                 break
