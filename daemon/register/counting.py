@@ -79,6 +79,14 @@ class Run:
         }
 
 
+#: Faults that last until the device says they cleared (``active`` false): the register's
+#: state lists them per counter while they last, so the store shows them. A jam also clears
+#: when the device takes a piece again (a ccTalk coin acceptor never reports a jam cleared),
+#: and every one when the device comes back after a reset (it reports again what still is).
+#: The others (a fraud attempt, a sensor timeout) are events only.
+LASTING_FAULTS = frozenset({"jam", "stacker_full", "stacker_removed", "cashbox_removed"})
+
+
 class Counters:
     """The configured counters, their events, and at most one counting run per counter."""
 
@@ -94,6 +102,7 @@ class Counters:
         self._clock = clock
         self._runs: dict[str, Run] = {}
         self._connected: dict[str, bool] = dict.fromkeys(devices, False)
+        self._faults: dict[str, set[str]] = {name: set() for name in devices}
         self._pending: asyncio.Queue[list[EventDraft]] = asyncio.Queue()
         self._wake = asyncio.Event()
         #: Called with a counter's name on each connected/disconnected report (start-up probe).
@@ -107,6 +116,12 @@ class Counters:
     def on_event(self, event: CounterEvent) -> None:
         now = self._clock()
         if isinstance(event, Accepted):
+            lasting = self._faults.setdefault(event.device, set())
+            if "jam" in lasting:
+                lasting.discard("jam")
+                self._queue("counter.fault", {"device": event.device, "fault": "jam",
+                                              "detail": "cleared: it took a piece again",
+                                              "code": None, "active": False})
             run = self._runs.get(event.device)
             if run is None:
                 _LOGGER.warning("%s accepted a piece with no counting run: not counted",
@@ -122,10 +137,18 @@ class Counters:
                 run.rejected += 1
                 run.last_piece = now
         elif isinstance(event, Fault):
+            if event.fault in LASTING_FAULTS:
+                lasting = self._faults.setdefault(event.device, set())
+                if event.active:
+                    lasting.add(event.fault)
+                else:
+                    lasting.discard(event.fault)
             self._queue("counter.fault", {"device": event.device, "fault": event.fault,
                                           "detail": event.detail, "code": event.code,
                                           "active": event.active})
         elif isinstance(event, Connection):
+            if event.connected and not self._connected.get(event.device, False):
+                self._faults[event.device] = set()  # back after a reset: it says again
             self._connected[event.device] = event.connected
             if self.on_connection is not None:
                 self.on_connection(event.device)
@@ -251,11 +274,12 @@ class Counters:
             run.done.set()
 
     def snapshot(self) -> dict[str, Any]:
-        """Per counter: connected, counting, and the run's live count so far."""
+        """Per counter: connected, its lasting faults, counting, and the run's live count."""
         out: dict[str, Any] = {}
         for name in self.devices:
             run = self._runs.get(name)
             out[name] = {"connected": self._connected.get(name, False),
+                         "faults": sorted(self._faults.get(name, ())),
                          "counting": run is not None,
                          "run": run.result() if run is not None else None}
         return out

@@ -72,6 +72,7 @@ def device_alarms(state: dict[str, Any]) -> list[str]:
     for name, counter in (devices.get("counters") or {}).items():
         if not counter.get("connected", True):
             alarms.append(f"counter_offline:{name}")
+        alarms.extend(f"counter_{fault}:{name}" for fault in counter.get("faults") or ())
     return alarms
 
 

@@ -264,6 +264,7 @@ const ALARM_LABELS = {
   printer_error: 'Printer error',
   cover_open: 'Printer cover open',
   drawer_open: 'Drawer left open',
+  drawer_offline: 'Drawer not answering',
   chain_broken: 'Event chain broken',
   fork: 'Event stream forked',
   conflict: 'Conflicting event',
@@ -273,9 +274,19 @@ const ALARM_LABELS = {
   bad_event: 'Unreadable event',
 };
 
+// A counter's lasting faults, as the register's state lists them (counter_{fault}:{name}).
+const COUNTER_FAULTS = {
+  counter_jam: 'jammed',
+  counter_stacker_full: 'stacker full',
+  counter_stacker_removed: 'stacker removed',
+  counter_cashbox_removed: 'cashbox removed',
+};
+
 function alarmLabel(code) {
   const [kind, name] = String(code).split(':');
   if (kind === 'counter_offline') return name ? `Counter ${name} offline` : 'Counter offline';
+  const fault = COUNTER_FAULTS[kind];
+  if (fault) return name ? `Counter ${name}: ${fault}` : `Counter: ${fault}`;
   return ALARM_LABELS[kind] ?? humanize(kind);
 }
 
