@@ -488,7 +488,10 @@ async def bench(counts: Counts, work: Path) -> Results:
     r = Results()
     notify = NotifySocket(work / "notify.sock")
     try:
-        with MosquittoBroker(work / "broker", extra_config=DEFAULT_LOG_TYPES) as broker:
+        # The store broker's queue (systemd/mosquitto-store.conf): with mosquitto's default of
+        # 1000 the bare baseline's subscriber, which has no ack window, would lose messages.
+        with MosquittoBroker(work / "broker", max_queued_messages=100_000,
+                             extra_config=DEFAULT_LOG_TYPES) as broker:
             port = broker.port
             print(f"1: {counts.starts} starts to READY=1, bare process then kassad run …",
                   flush=True)
