@@ -1,7 +1,7 @@
 """The whole benchmark suite in one run and one table: ``.venv/bin/python -m bench``.
 
-    .venv/bin/python -m bench            # full run, about 10 minutes on 2 cores
-    .venv/bin/python -m bench --quick    # smoke run, about 2 minutes
+    .venv/bin/python -m bench            # full run, about 8 minutes on 2 cores
+    .venv/bin/python -m bench --quick    # smoke run, about a minute
 
 It runs the measuring code of the four scripts of this folder (bench_commands, bench_devices,
 bench_store, bench_daemon; each still runs alone, with its own longer report) one after the
