@@ -1,8 +1,8 @@
 """Issue 10, point 2: random bytes from every device, into a real register daemon.
 
-The register runs as its own process with all four kinds of device configured: the ESC/POS
-printer on TCP, the serial drawer box, a ccTalk coin acceptor and an SSP note validator, each
-on its own pty (reached through a symlink, as udev names them). On the far end of each line
+The register runs as its own process with every kind of device configured: the ESC/POS
+printer on TCP, the serial drawer box, a ccTalk coin acceptor, a ccTalk bill validator and an
+SSP note validator, each on its own pty (reached through a symlink, as udev names them). On the far end of each line
 sits a garbage peer instead of the device: it answers every request (or, when none comes, the
 silence) with the next chunk hypothesis made — random bytes, partial and truncated frames,
 frames with bad checksums and CRCs, absurd length fields, STX and DLE floods, NUL floods,
@@ -44,7 +44,7 @@ from tests.support.register import RegisterProcess, journal_events, write_config
 pytestmark = pytest.mark.timeout(120)
 
 T = TypeVar("T")
-DEVICES = ("printer", "drawer", "coins", "notes")
+DEVICES = ("printer", "drawer", "coins", "bills", "notes")
 
 
 class GarbagePeer:
@@ -269,7 +269,7 @@ def _printer_bytes(draw: st.DrawFn) -> bytes:
 def chunk_for(draw: st.DrawFn, device: str) -> bytes:
     if draw(st.integers(0, 3)) == 0:
         return draw(noise)
-    if device == "coins":
+    if device in ("coins", "bills"):
         return _cctalk_frame(draw)
     if device == "notes":
         return _ssp_frame(draw)
@@ -296,6 +296,7 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "printer": printer,
         "drawer": PtyPeer("drawer", tmp / "drawer0"),
         "coins": PtyPeer("coins", tmp / "coins0"),
+        "bills": PtyPeer("bills", tmp / "bills0"),
         "notes": PtyPeer("notes", tmp / "notes0"),
     }
     for peer in peers.values():
@@ -311,6 +312,8 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "counters": [
             {"name": "coins", "protocol": "cctalk", "kind": "coin_acceptor",
              "path": str(tmp / "coins0"), "poll_interval": 0.02, "response_timeout": 0.05},
+            {"name": "bills", "protocol": "cctalk", "kind": "bill_validator",
+             "path": str(tmp / "bills0"), "poll_interval": 0.02, "response_timeout": 0.05},
             {"name": "notes", "protocol": "ssp", "kind": "note_validator",
              "path": str(tmp / "notes0"), "poll_interval": 0.02, "response_timeout": 0.05},
         ],
@@ -398,16 +401,18 @@ def test_garbage_from_every_device_then_the_devices_come_back(lines: dict[str, A
         peer.stop()
     printer = PrinterSimulator()
     drawer, coins, notes = SerialDrawerSimulator(), CcTalkSimulator(), SspSimulator()
+    bills = CcTalkSimulator()  # its own bus: the bill validator at 40 answers there
 
     async def start() -> None:
         await printer.__aenter__()
         await printer.serve_tcp(port=printer_port)
-        for sim, link in ((drawer, "drawer0"), (coins, "coins0"), (notes, "notes0")):
+        for sim, link in ((drawer, "drawer0"), (coins, "coins0"), (bills, "bills0"),
+                          (notes, "notes0")):
             await sim.__aenter__()  # type: ignore[attr-defined]
             point(tmp / link, sim.open_pty())  # type: ignore[attr-defined]
 
     async def stop() -> None:
-        for sim in (notes, coins, drawer, printer):
+        for sim in (notes, bills, coins, drawer, printer):
             with contextlib.suppress(Exception):
                 await sim.__aexit__(None, None, None)  # type: ignore[attr-defined]
 
@@ -421,6 +426,7 @@ def test_garbage_from_every_device_then_the_devices_come_back(lines: dict[str, A
                   and devices["printer"].get("online") is True,
                   "drawer": devices["drawer"].get("connected") is True,
                   "coins": devices["counters"]["coins"]["connected"] is True,
+                  "bills": devices["counters"]["bills"]["connected"] is True,
                   "notes": devices["counters"]["notes"]["connected"] is True}
             if all(up.values()):
                 break
