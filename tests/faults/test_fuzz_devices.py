@@ -1,16 +1,16 @@
 """Issue 10, point 2: random bytes from every device, into a real register daemon.
 
-The register runs as its own process with every kind of device configured: the ESC/POS
-printer on TCP, the serial drawer box, a ccTalk coin acceptor, a ccTalk bill validator and an
-SSP note validator, each on its own pty (reached through a symlink, as udev names them). On the far end of each line
-sits a garbage peer instead of the device: it answers every request (or, when none comes, the
-silence) with the next chunk hypothesis made — random bytes, partial and truncated frames,
-frames with bad checksums and CRCs, absurd length fields, STX and DLE floods, NUL floods,
-status bytes, ASB and ``GS ( H`` look-alikes. Meanwhile the daemon must stay up and answer
-``state.get``, invent no coin or note credit (no ``counter.counted``, no unexpected credit),
-change no session figure and keep its memory flat. Then the garbage stops, the project's own
-simulators take the lines over (the symlinks are pointed at their ptys, the printer
-simulator listens on the port) and every device comes back connected.
+The register runs as its own process with every kind of device configured: the ESC/POS printer
+on TCP, the serial drawer box, a ccTalk coin acceptor, a ccTalk bill validator and an SSP note
+validator, each on its own pty (reached through a symlink, as udev names them). On the far end
+of each line sits a garbage peer instead of the device: it answers every request (or, when none
+comes, the silence) with the next chunk hypothesis made — random bytes, partial and truncated
+frames, frames with bad checksums and CRCs, absurd length fields, STX and DLE floods, NUL
+floods, status bytes, ASB and ``GS ( H`` look-alikes. Meanwhile the daemon must stay up and
+answer ``state.get``, invent no coin or note credit (no ``counter.counted``, no unexpected
+credit), change no session figure and keep its memory flat. Then the garbage stops, the
+project's own simulators take the lines over (the symlinks are pointed at their ptys, the
+printer simulator listens on the port) and every device comes back connected.
 """
 
 from __future__ import annotations
