@@ -51,7 +51,7 @@ import time
 import tty
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -347,12 +347,33 @@ async def listening(pos: Pos) -> AsyncIterator[Pos]:
 
 async def bench_bare_publish(port: int, counts: Counts, meter: Meter) -> Sample:
     """Publish (QoS 1) → a subscriber's receipt, one at a time, both clients in this process."""
-    async with mqtt_client(port, "bench-pub") as pub, mqtt_client(port, "bench-sub") as sub:
+    return await _pings(port, counts, meter, "bench", on_receipt=None)
+
+
+async def bench_floor(port: int, folder: Path, counts: Counts, meter: Meter) -> Sample:
+    """The kick's floor, each sample whole: publish (QoS 1) → a subscriber's receipt, which
+    then makes one fsync'd commit (the daemon journals the intent before it kicks); the end
+    is taken after the commit. Both clients in this process, one at a time."""
+    db = bare_db(folder / "floor.db")
+    try:
+        # bare_commit blocks the loop, as nothing else waits meanwhile.
+        return await _pings(port, counts, meter, "bench-floor", on_receipt=lambda: bare_commit(db))
+    finally:
+        db.close()
+
+
+async def _pings(port: int, counts: Counts, meter: Meter, name: str,
+                 on_receipt: Callable[[], object] | None) -> Sample:
+    """One publish at a time to a subscriber in this process; a sample ends at its receipt
+    (after ``on_receipt``, when given)."""
+    async with mqtt_client(port, f"{name}-pub") as pub, mqtt_client(port, f"{name}-sub") as sub:
         await sub.subscribe(PING_TOPIC, qos=1)
         arrived: asyncio.Queue[float] = asyncio.Queue()
 
         async def receive() -> None:
             async for _ in sub.messages:
+                if on_receipt is not None:
+                    on_receipt()
                 arrived.put_nowait(time.monotonic())
 
         task = asyncio.create_task(receive())
@@ -375,49 +396,6 @@ async def bench_bare_publish(port: int, counts: Counts, meter: Meter) -> Sample:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await task
-    sample.count = len(sample.latencies)
-    sample.cpu = cpu_spent(before, after)
-    return sample
-
-
-async def bench_floor(port: int, folder: Path, counts: Counts, meter: Meter) -> Sample:
-    """The kick's floor, each sample whole: publish (QoS 1) → a subscriber's receipt, which
-    then makes one fsync'd commit (the daemon journals the intent before it kicks); the end
-    is taken after the commit. Both clients in this process, one at a time."""
-    db = bare_db(folder / "floor.db")
-    try:
-        async with (mqtt_client(port, "bench-floor-pub") as pub,
-                    mqtt_client(port, "bench-floor-sub") as sub):
-            await sub.subscribe(PING_TOPIC, qos=1)
-            arrived: asyncio.Queue[float] = asyncio.Queue()
-
-            async def receive() -> None:
-                async for _ in sub.messages:
-                    bare_commit(db)  # blocks the loop, as nothing else waits meanwhile
-                    arrived.put_nowait(time.monotonic())
-
-            task = asyncio.create_task(receive())
-            sample = Sample()
-            try:
-                deadline = time.monotonic() + counts.cap_s
-                before, start = meter(), time.monotonic()
-                for i in range(counts.warmup + counts.pings):
-                    if time.monotonic() > deadline:
-                        break
-                    t0 = time.monotonic()
-                    await pub.publish(PING_TOPIC, b'{"ping":1}', qos=1)
-                    async with asyncio.timeout(10):
-                        t1 = await arrived.get()
-                    if i >= counts.warmup:
-                        sample.latencies.append(t1 - t0)
-                sample.elapsed = time.monotonic() - start
-                after = meter()
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await task
-    finally:
-        db.close()
     sample.count = len(sample.latencies)
     sample.cpu = cpu_spent(before, after)
     return sample
