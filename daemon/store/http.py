@@ -445,7 +445,7 @@ def create_app(storage: Storage, stores: Sequence[str] | None = None, *,
     async def in_range(store: str, span: views.Range, sort: SessionSort = "start",
                        descending: bool = False) -> tuple[list[SessionRow], bool]:
         rows = await storage.sessions([store], span.start, span.end, sort, descending,
-                                      limit=MAX_ROWS + 1)
+                                      limit=MAX_ROWS + 1, summary_keys=views.LIST_SUMMARY_KEYS)
         return rows[:MAX_ROWS], len(rows) > MAX_ROWS
 
     def envelope(store: str, span: views.Range, truncated: bool) -> dict[str, Any]:

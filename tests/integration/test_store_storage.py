@@ -247,6 +247,31 @@ async def test_session_upsert_and_lookup(storage: Storage) -> None:
     assert got == [closed]
 
 
+async def test_sessions_with_summary_keys(storage: Storage) -> None:
+    """Only the keys asked for that a summary has, each as stored: a null stays a null next
+    to a key that is missing, true and false stay booleans."""
+    summary = {"training": True, "automatic": False, "counted": None, "number": 3,
+               "starting_float": {"SEK": 5000, "EUR": 0}, "note": 'ö "q"', "rate": 1.5,
+               "adjustments": [{"amount": {"amount": 100, "currency": "SEK"}}], "x": {}}
+    row = replace(SESSIONS["a"], summary=summary)
+    await storage.upsert_session(row)
+    keys = ("training", "automatic", "counted", "number", "starting_float", "note", "rate",
+            "missing")
+    got = await storage.sessions(None, None, None, summary_keys=keys)
+    assert got == [replace(row, summary={k: v for k, v in summary.items() if k in keys})]
+    assert got[0].summary["training"] is True and got[0].summary["automatic"] is False
+    assert "missing" not in got[0].summary and "counted" in got[0].summary
+    assert await storage.sessions(None, None, None, summary_keys=()) == [
+        replace(row, summary={})]
+    assert await storage.sessions(None, None, None, summary_keys=["nothing"]) == [
+        replace(row, summary={})]
+    assert await storage.sessions(None, None, None) == [row]  # the whole summary by default
+    # The filter's and the keys' parameters do not mix up.
+    assert await storage.sessions(["S1"], at("2024-05-01T00:00:00Z"), at("2024-05-02T00:00:00Z"),
+                                  "end", True, 5, summary_keys=["note"]) == [
+        replace(row, summary={"note": 'ö "q"'})]
+
+
 async def test_registers_upsert_and_list(storage: Storage) -> None:
     r1 = RegisterRow("S1", "R1", True, "2024-05-01T10:00:00Z", {"state": "ok"},
                      {"printer": {"paper": "low"}}, ["paper_low"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -252,3 +252,54 @@ def test_device_alarms_drawer_offline_when_its_sensor_is_unknown_or_its_box_gone
     assert device_alarms(drawer(connected=False, state="unknown")) == ["drawer_offline"]
     assert device_alarms({"devices": {"drawer": {"configured": False,
                                                  "state": "unavailable"}}}) == []
+
+
+class _Watched(dict[str, Any]):
+    """A summary that notes which of its keys are read."""
+
+    read: ClassVar[set[str]] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        _Watched.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        _Watched.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        _Watched.read.add(str(key))
+        return super().__contains__(key)
+
+
+def test_list_views_read_only_the_summary_keys_the_storage_loads_for_them() -> None:
+    """The list views get rows with only views.LIST_SUMMARY_KEYS of each summary (cut out by
+    the storage): they read no other key, and show the same as with the whole summary."""
+    full_summary = {
+        "status": "closed", "training": False, "counted": {"SEK": 9_000}, "automatic": False,
+        "starting_float": {"SEK": 10_000, "EUR": 500}, "expected_cash": {"SEK": 9_500},
+        "cash_sales_count": 2, "cash_refunds_count": 1, "adjustments": [], "balances": {},
+        "payments_by_type": {"cash": {"SEK": 1_000}}, "reports": {"z_number": 4}}
+    rows = [
+        row("a", "2024-05-01T08:00:00Z", {"SEK": -100}, {"SEK": 50}, gross={"SEK": 1_000},
+            summary=full_summary),
+        row("t", "2024-05-01T09:00:00Z", {}, {"SEK": -500}, register="R2",
+            summary={**full_summary, "training": True}),
+        system_closed("s", "2024-05-01T10:00:00Z", {"SEK": 200}),
+        replace(row("o", "2024-05-01T11:00:00Z", {}, {}, summary={
+            "status": "open", "starting_float": {"JPY": 100}, "cash_sales_count": 1}),
+            status="open"),
+    ]
+    cut = [replace(r, summary=_Watched({k: v for k, v in r.summary.items()
+                                        if k in views.LIST_SUMMARY_KEYS})) for r in rows]
+    _Watched.read = set()
+    for order in (False, True):
+        for training in ("include", "exclude", "only"):
+            for shown, ordered in ((rows, cut), (views.order_by_discrepancy(rows, order),
+                                                 views.order_by_discrepancy(cut, order))):
+                whole = views.filter_training(shown, training)
+                part = views.filter_training(ordered, training)
+                assert views.session_list(part) == views.session_list(whole)
+                assert views.discrepancy_summary(part) == views.discrepancy_summary(whole)
+                assert views.cash_summary(part) == views.cash_summary(whole)
+    assert _Watched.read and _Watched.read <= set(views.LIST_SUMMARY_KEYS)

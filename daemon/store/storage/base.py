@@ -10,7 +10,7 @@ upserts; the views read them. Every method is one transaction.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -85,7 +85,9 @@ class SessionRow:
     discrepancy_end: dict[str, int]
     cash_gross: dict[str, int]
     cash_refunds: dict[str, int]
-    summary: dict[str, Any]  # everything the session detail shows (Session.summary())
+    # Everything the session detail shows (Session.summary()); from sessions() with
+    # summary_keys, only those keys.
+    summary: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +183,13 @@ class Storage(ABC):
     @abstractmethod
     async def sessions(self, stores: list[str] | None, start: datetime | None,
                        end: datetime | None, sort: SessionSort = "start",
-                       descending: bool = False, limit: int = 10_000) -> list[SessionRow]:
+                       descending: bool = False, limit: int = 10_000, *,
+                       summary_keys: Sequence[str] | None = None) -> list[SessionRow]:
         """Sessions of these stores (None: all) that overlap [start, end): opened before
         ``end`` and not closed before ``start``; sort "discrepancy" orders by the sum of the
-        absolute end discrepancies."""
+        absolute end discrepancies. With ``summary_keys``, each row's ``summary`` holds only
+        those of its keys (the ones it has, values as stored), for a caller that reads no
+        others: the whole summary is most of a row and of the time to read it."""
 
     @abstractmethod
     async def upsert_register(self, row: RegisterRow) -> None: ...

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -292,8 +292,10 @@ class PostgresStorage(Storage):
 
     async def sessions(self, stores: list[str] | None, start: datetime | None,
                        end: datetime | None, sort: SessionSort = "start",
-                       descending: bool = False, limit: int = 10_000) -> list[SessionRow]:
-        query = sessions_sql(POSTGRES, stores, start, end, sort, descending, limit)
+                       descending: bool = False, limit: int = 10_000, *,
+                       summary_keys: Sequence[str] | None = None) -> list[SessionRow]:
+        query = sessions_sql(POSTGRES, stores, start, end, sort, descending, limit,
+                             summary_keys)
         return [session_from_row(r) for r in await self._fetch(*query)]
 
     async def upsert_register(self, row: RegisterRow) -> None:

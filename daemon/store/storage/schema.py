@@ -53,14 +53,22 @@ class Dialect:
     ts: str
     serial: str
     json_out: str  # how a JSON column is selected so that both drivers return text
+    # A JSON object column cut down to the keys in {keys} (placeholders) that it has, as text;
+    # the values as stored (SQLite's json_each gives true and false as 1 and 0: put back).
+    json_subset: str
 
 
 SQLITE = Dialect(param="?", id="TEXT", int="INTEGER", bool="INTEGER", json="TEXT", ts="TEXT",
-                 serial="INTEGER PRIMARY KEY", json_out="{}")
+                 serial="INTEGER PRIMARY KEY", json_out="{}",
+                 json_subset=("(SELECT json_group_object(key, CASE type WHEN 'true' THEN "
+                              "json('true') WHEN 'false' THEN json('false') ELSE value END) "
+                              "FROM json_each({column}) WHERE key IN ({keys}))"))
 POSTGRES = Dialect(param="%s", id='TEXT COLLATE "C"', int="BIGINT", bool="BOOLEAN",
                    json="JSONB", ts="TIMESTAMPTZ",
                    serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-                   json_out="{}::text")
+                   json_out="{}::text",
+                   json_subset=("(SELECT COALESCE(jsonb_object_agg(key, value), '{{}}')::text "
+                                "FROM jsonb_each({column}) WHERE key IN ({keys}))"))
 
 META_DDL = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -240,21 +248,32 @@ def session_values(r: SessionRow) -> tuple[Any, ...]:
             None if r.closed_at is None else ts_key(r.closed_at), discrepancy_abs(r))
 
 
-def _session_select(d: Dialect) -> str:
-    columns = (d.json_out.format(c) if c in _SESSION_JSON else c for c in _SESSION_COLUMNS)
-    return f"SELECT {', '.join(columns)} FROM sessions"
+def _session_select(d: Dialect, summary_keys: Sequence[str] | None = None,
+                    ) -> tuple[str, list[Any]]:
+    """The columns of ``session_from_row`` and their parameters; with ``summary_keys``, only
+    those keys of the summary (the ones it has), cut out by the database. A summary (1-2 kB of
+    JSON for a busy session) is most of a row: decoding it whole was most of the time a month's
+    listing took, and the list views read a handful of its keys."""
+    columns = [d.json_out.format(c) if c in _SESSION_JSON else c for c in _SESSION_COLUMNS]
+    if summary_keys is None:
+        return f"SELECT {', '.join(columns)} FROM sessions", []
+    keys = list(summary_keys)
+    columns[-1] = (d.json_subset.format(column="summary", keys=", ".join([d.param] * len(keys)))
+                   if keys else "'{}'")
+    return f"SELECT {', '.join(columns)} FROM sessions", keys
 
 
 def session_sql(d: Dialect) -> str:
-    return f"{_session_select(d)} WHERE session_id = {d.param}"
+    return f"{_session_select(d)[0]} WHERE session_id = {d.param}"
 
 
 def sessions_sql(d: Dialect, stores: list[str] | None, start: datetime | None,
                  end: datetime | None, sort: SessionSort, descending: bool,
-                 limit: int) -> tuple[str, list[Any]]:
+                 limit: int, summary_keys: Sequence[str] | None = None,
+                 ) -> tuple[str, list[Any]]:
     """The filter and order of ``Storage.sessions``; open sessions count as ending last."""
+    select, args = _session_select(d, summary_keys)
     conditions: list[str] = []
-    args: list[Any] = []
     if stores is not None:
         if not stores:
             conditions.append("1 = 0")
@@ -273,7 +292,7 @@ def sessions_sql(d: Dialect, stores: list[str] | None, start: datetime | None,
     direction, nulls = ("DESC", "FIRST") if descending else ("ASC", "LAST")
     order = (f"{_SESSION_SORT[sort]} {direction} NULLS {nulls}, opened_key {direction}, "
              f"session_id {direction}")
-    return f"{_session_select(d)}{where} ORDER BY {order} LIMIT {d.param}", [*args, limit]
+    return f"{select}{where} ORDER BY {order} LIMIT {d.param}", [*args, limit]
 
 
 def session_from_row(t: Sequence[Any]) -> SessionRow:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -272,8 +272,10 @@ class SqliteStorage(Storage):
 
     async def sessions(self, stores: list[str] | None, start: datetime | None,
                        end: datetime | None, sort: SessionSort = "start",
-                       descending: bool = False, limit: int = 10_000) -> list[SessionRow]:
-        sql, args = sessions_sql(SQLITE, stores, start, end, sort, descending, limit)
+                       descending: bool = False, limit: int = 10_000, *,
+                       summary_keys: Sequence[str] | None = None) -> list[SessionRow]:
+        sql, args = sessions_sql(SQLITE, stores, start, end, sort, descending, limit,
+                                 summary_keys)
         return [session_from_row(r) for r in await self._db_call(_execute, sql, args)]
 
     async def upsert_register(self, row: RegisterRow) -> None:
