@@ -59,7 +59,7 @@ def totals(value: object, what: str = "amount") -> Totals:
     """``{currency: int}`` from a stored JSON value; ``None`` / missing is empty."""
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # dict: no ABC check
         raise ViewError(f"{what}: {value!r} is not per-currency minor units")
     out: Totals = {}
     for currency, amount in value.items():
@@ -101,12 +101,17 @@ def filter_training(sessions: Sequence[SessionRow], training: TrainingFilter) ->
 
 def session_currencies(row: SessionRow) -> list[str]:
     """Every currency a session touched: its float, its cash, its discrepancies."""
+    return sorted(_currency_set(row))
+
+
+def _currency_set(row: SessionRow) -> set[str]:
     found: set[str] = set()
     for part in (row.discrepancy_start, row.discrepancy_end, row.cash_gross, row.cash_refunds,
                  row.summary.get("starting_float"), row.summary.get("expected_cash")):
-        if isinstance(part, Mapping):
-            found |= {str(c) for c in part}
-    return sorted(found)
+        # A dict (decoded JSON) first: the Mapping check is an ABC's, slow on every row.
+        if type(part) is dict or isinstance(part, Mapping):
+            found.update(map(str, part))
+    return found
 
 
 def currency_digits(currencies: Iterable[str]) -> dict[str, int | None]:
@@ -115,13 +120,16 @@ def currency_digits(currencies: Iterable[str]) -> dict[str, int | None]:
 
 
 def _view_currencies(sessions: Sequence[SessionRow]) -> set[str]:
-    return {c for row in sessions for c in session_currencies(row)}
+    found: set[str] = set()
+    for row in sessions:
+        found |= _currency_set(row)
+    return found
 
 
 def _discrepancies(row: SessionRow) -> tuple[Totals, Totals | None]:
     """At start and at end, zero-filled over the session's currencies; at end ``None`` when
     the session was closed without a count."""
-    mine = session_currencies(row)
+    mine = _currency_set(row)
     start = _zero_filled(totals(row.discrepancy_start, "discrepancy_start"), mine)
     if without_count(row):
         return start, None
