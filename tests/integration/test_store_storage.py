@@ -266,6 +266,8 @@ async def test_sessions_with_summary_keys(storage: Storage) -> None:
     assert await storage.sessions(None, None, None, summary_keys=["nothing"]) == [
         replace(row, summary={})]
     assert await storage.sessions(None, None, None) == [row]  # the whole summary by default
+    with pytest.raises(TypeError, match="sequence of keys"):
+        await storage.sessions(None, None, None, summary_keys="note")
     # The filter's and the keys' parameters do not mix up.
     assert await storage.sessions(["S1"], at("2024-05-01T00:00:00Z"), at("2024-05-02T00:00:00Z"),
                                   "end", True, 5, summary_keys=["note"]) == [

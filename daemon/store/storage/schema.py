@@ -257,6 +257,8 @@ def _session_select(d: Dialect, summary_keys: Sequence[str] | None = None,
     columns = [d.json_out.format(c) if c in _SESSION_JSON else c for c in _SESSION_COLUMNS]
     if summary_keys is None:
         return f"SELECT {', '.join(columns)} FROM sessions", []
+    if isinstance(summary_keys, str):  # would be read as one key per character
+        raise TypeError(f"summary_keys: a sequence of keys, not the text {summary_keys!r}")
     keys = list(summary_keys)
     columns[-1] = (d.json_subset.format(column="summary", keys=", ".join([d.param] * len(keys)))
                    if keys else "'{}'")
