@@ -276,21 +276,47 @@ class JournalFile:
         """In one transaction: return the stored row of a known ``cmd_id`` (``True``), or call
         ``decide`` and store the row it returns (``rejected`` or ``executing``) with its events.
         """
+        return self.start_commands([record], lambda _: decide())[0]
+
+    def start_commands(
+        self,
+        records: list[CommandRecord],
+        decide: Callable[[int], tuple[CommandRecord, list[EventDraft]] | None],
+    ) -> list[tuple[CommandRecord, bool, list[SealedEvent]]]:
+        """:meth:`start_command` for several commands in one transaction (group commit: one
+        fsync for all). In order: a known ``cmd_id`` gives its stored row (one earlier in
+        this same group included); otherwise ``decide(i)`` gives the row to store with its
+        events, or None to stop there — that command and the ones after it are not taken,
+        and the list returned is shorter."""
+        taken: list[tuple[CommandRecord, bool, list[SealedEvent]]] = []
         with self._transaction() as db:
-            existing = self.get_command(record.cmd_id)
-            if existing is not None:
-                return existing, True, []
-            row, drafts = decide()
-            self._put_command(db, row)
-            return row, False, [self._seal(db, d) for d in drafts]
+            for i, record in enumerate(records):
+                existing = self.get_command(record.cmd_id)
+                if existing is not None:
+                    taken.append((existing, True, []))
+                    continue
+                decided = decide(i)
+                if decided is None:
+                    break
+                row, drafts = decided
+                self._put_command(db, row)
+                taken.append((row, False, [self._seal(db, d) for d in drafts]))
+        return taken
 
     def finish_command(self, record: CommandRecord,
                        drafts: list[EventDraft]) -> list[SealedEvent]:
         """Store a command's final row and its events in one transaction."""
+        return self.finish_commands([(record, drafts)])[0]
+
+    def finish_commands(self, results: list[tuple[CommandRecord, list[EventDraft]]],
+                        ) -> list[list[SealedEvent]]:
+        """Store several commands' final rows, each with its events, in one transaction."""
+        sealed: list[list[SealedEvent]] = []
         with self._transaction() as db:
-            sealed = [self._seal(db, d) for d in drafts]
-            self._put_command(db, record)
-            return sealed
+            for record, drafts in results:
+                sealed.append([self._seal(db, d) for d in drafts])
+                self._put_command(db, record)
+        return sealed
 
     def _put_command(self, db: sqlite3.Connection, r: CommandRecord) -> None:
         db.execute(
