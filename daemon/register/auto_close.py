@@ -184,7 +184,7 @@ async def system_close(service: RegisterService, due_at: str) -> None:
 
     sealed = await journal.run(write)
     # The ledger holds these events already (or a command's fold on top of them).
-    service._committed(sealed, service.ledger)
+    service._committed(sealed, folded=True)
     closed = after.last_closed
     _LOGGER.info("session %s closed by auto-close due at %s (business day %s): %s left in the "
                  "drawer", session.number, due_at, period.isoformat(),

@@ -13,7 +13,7 @@ import copy
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
@@ -83,6 +83,16 @@ class Handler(Protocol):
                       employee: str | None) -> Outcome: ...
 
 
+class GroupableHandler(Handler, Protocol):
+    """A handler whose execution is a fold in memory (``groupable`` True): the worker calls
+    ``settle`` instead of ``execute`` and may settle several commands in one group."""
+
+    groupable: ClassVar[bool]
+
+    def settle(self, view: RegisterView, plan: Plan, ts: str,
+               employee: str | None) -> Outcome: ...
+
+
 def _trial_fold(view: RegisterView, events: list[PlannedEvent], ts: str,
                 employee: str | None) -> LedgerState:
     trial = copy.deepcopy(view.ledger)
@@ -94,6 +104,12 @@ def _trial_fold(view: RegisterView, events: list[PlannedEvent], ts: str,
 class _LedgerHandler:
     """Base of the session commands: plan with the ledger rules, execute by folding."""
 
+    #: Its execution is :meth:`settle` alone: a fold in memory, no device, nothing after the
+    #: commit. The worker may then settle several such commands together (group commit: one
+    #: commit for their intents, one for their results). A subclass that overrides
+    #: ``execute`` must set it False.
+    groupable: ClassVar[bool] = True
+
     def plan(self, view: RegisterView, params: BaseModel, envelope: CommandEnvelope) -> Plan:
         return Plan(events=self.plan_events(view, params))
 
@@ -102,6 +118,10 @@ class _LedgerHandler:
 
     async def execute(self, view: RegisterView, plan: Plan, ts: str,
                       employee: str | None) -> Outcome:
+        return self.settle(view, plan, ts, employee)
+
+    def settle(self, view: RegisterView, plan: Plan, ts: str, employee: str | None) -> Outcome:
+        """The execution, synchronous: the events folded into a copy of the ledger."""
         trial = _trial_fold(view, plan.events, ts, employee)
         data = self.result(trial, plan)
         if view.count_policy.blind and isinstance(data.get("session"), dict):

@@ -114,6 +114,8 @@ def _cause(envelope: CommandEnvelope) -> dict[str, Any]:
 class PrintedClose(SessionClose):
     """``session.close``, then its Z report and a slip for the cash removed on paper."""
 
+    groupable = False  # it prints after the commit
+
     def __init__(self, printer: ReportPrinter, config: RegisterConfig) -> None:
         self._printer = printer
         self._config = config
@@ -158,6 +160,8 @@ class PrintedClose(SessionClose):
 
 class PrintedAdjust(SessionAdjust):
     """``session.adjust``, then a slip to sign for the float's change (cash only)."""
+
+    groupable = False  # it prints after the commit
 
     def __init__(self, printer: ReportPrinter, config: RegisterConfig) -> None:
         self._printer = printer

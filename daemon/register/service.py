@@ -372,12 +372,14 @@ class RegisterService:
         """Journal events that come from no command (devices, life cycle) and fold them."""
         assert self._journal is not None
         sealed = await self._journal.run(self._journal.file.append, drafts)
-        self._committed(sealed, None)
+        self._committed(sealed)
 
-    def _committed(self, sealed: list[SealedEvent], ledger: LedgerState | None) -> None:
-        if ledger is not None:
-            self.ledger = ledger  # the command's own fold of these events
-        else:
+    def _committed(self, sealed: list[SealedEvent], *, folded: bool = False) -> None:
+        """Journaled events: fold them into the ledger (unless ``folded``: auto-close sets the
+        ledger itself) and hand them to the outbox. Folded from what was journaled, in journal
+        order — not replaced by a command's own fold, which would drop a device's event
+        journaled between that command's intent and its result."""
+        if not folded:
             for event in sealed:
                 apply(self.ledger, LedgerEvent.from_envelope(json.loads(event.body)))
         if sealed and self._outbox is not None:
@@ -424,7 +426,7 @@ class RegisterService:
         assert journal is not None
         sealed = await until_written(lambda: journal.run(journal.file.put_job, job, drafts),
                                      f"print job {job.job_id} {job.state}")
-        self._committed(sealed, None)
+        self._committed(sealed)
 
     def _resume_print_jobs(self) -> None:
         """Receipts accepted before a restart and not yet started print now (if not expired)."""

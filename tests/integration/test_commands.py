@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.support.register import (
     broker_config,
     journal_events,
     running_register,
+    until,
     write_config,
 )
 
@@ -273,3 +275,88 @@ async def test_a_bug_in_a_handler_is_answered_and_the_register_goes_on(
         await pos.send("session.report", {"kind": "x"})
     opened = await pos.send("session.open", {"starting_float": sek(100)})
     assert opened.data["session"]["expected_cash"] == {"SEK": 100}
+
+
+async def test_a_burst_of_session_commands_is_journaled_in_groups_in_order(
+        raw: RawPos, register: RegisterService, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Session commands that queue up while the journal is busy are settled together (group
+    commit), each exactly as if alone: planned against the ledger the ones before it leave, a
+    refused one journaled in its place, a resent cmd_id answered from the journal, and the
+    journal folding to the ledger the register holds."""
+    from tests.integration.test_auto_close import in_memory, refold
+
+    assert register._journal is not None and register._worker is not None
+    journal = register._journal
+    await raw.send("session.open", envelope("open", {"starting_float": sek(10000)}))
+    assert (await raw.result())[1]["status"] == "ok"
+
+    groups: list[tuple[int, int]] = []  # (commands offered, commands taken) per transaction
+    start_commands = journal.file.start_commands
+
+    def counting(records: Any, decide: Any) -> Any:
+        taken = start_commands(records, decide)
+        groups.append((len(records), len(taken)))
+        return taken
+
+    monkeypatch.setattr(journal.file, "start_commands", counting)
+
+    def sale(n: int) -> dict[str, Any]:
+        return {"kind": "cash_sale", "tendered": sek(n)}
+
+    burst: list[tuple[str, str, dict[str, Any]]] = [
+        *[("payment.record", f"p{i}", sale(100 + i)) for i in range(1, 6)],
+        ("payment.record", "nok", {"kind": "cash_sale", "tendered": {"amount": 5,
+                                                                    "currency": "NOK"}}),
+        ("payment.record", "p3", sale(99_900)),  # a resend of p3: answered, not run again
+        *[("payment.record", f"p{i}", sale(100 + i)) for i in range(6, 9)],
+        ("session.close", "close", {"counted": sek(10000 + sum(100 + i for i in range(1, 9))),
+                                    "leave_in_drawer": sek(10000)}),
+        *[("payment.record", f"p{i}", sale(100 + i)) for i in range(9, 13)],
+    ]
+    gate = threading.Event()
+    held = asyncio.create_task(journal.run(gate.wait, 10))  # the journal is busy meanwhile
+    try:
+        for name, cmd_id, params in burst:
+            await raw.send(name, envelope(cmd_id, params))
+        # The first is in hand, waiting for the journal; the rest queue up behind it.
+        await until(lambda: register._worker is not None
+                    and register._worker.queue.qsize() >= len(burst) - 1, 10, "queued")
+    finally:
+        gate.set()
+        await held
+    results: dict[str, list[dict[str, Any]]] = {}
+    for _ in burst:
+        _, reply, _ = await raw.result()
+        results.setdefault(reply["cmd_id"], []).append(reply)
+
+    assert max(taken for _, taken in groups) > 2, groups
+    assert len(groups) < len(burst) - 1, groups
+    assert results["nok"][0]["error"]["code"] == "currency_not_accepted"
+    first_p3, again_p3 = results["p3"]
+    assert again_p3["duplicate"] is True and again_p3["data"] == first_p3["data"]
+    # Each sale saw the ones before it: the drawer's expected cash grows in the order sent.
+    expected = 10000
+    for i in range(1, 9):
+        (reply,) = results[f"p{i}"] if i != 3 else [first_p3]
+        expected += 100 + i
+        assert reply["status"] == "ok"
+        assert reply["data"]["session"]["number"] == 1
+        assert reply["data"]["session"]["expected_cash"] == {"SEK": expected}
+    assert results["close"][0]["data"]["session"]["discrepancy"] == {"SEK": 0}
+    # The sales after the close open session 2 with what was left in the drawer.
+    expected = 10000
+    for i in range(9, 13):
+        (reply,) = results[f"p{i}"]
+        expected += 100 + i
+        assert reply["data"]["session"]["number"] == 2
+        assert reply["data"]["session"]["expected_cash"] == {"SEK": expected}
+    assert results["p9"][0]["data"]["session_opened_automatically"] is True
+
+    events = journal_events(tmp_path / "j.db")
+    order = [e["cause"]["cmd_id"] for e in events
+             if e["type"] in ("payment.recorded", "session.closed", "cmd.rejected")]
+    assert order == ["p1", "p2", "p3", "p4", "p5", "nok", "p6", "p7", "p8", "close",
+                     "p9", "p10", "p11", "p12"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert in_memory(register) == refold(tmp_path / "j.db")
