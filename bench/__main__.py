@@ -16,8 +16,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,6 +72,32 @@ def commands(work: Path, quick: bool) -> tuple[list[Line], list[str]]:
          f"bare fsync'd inserts {inserts.rate:,.0f}/s", ratio((many.rate, inserts.rate)),
          f"{many.count} / {inserts.count}"),
     ], [f"commands: kassad journal verify {daemon['verify']}"]
+
+
+#: The flush time of a register's eMMC or SD card that the second commands run emulates.
+SLOW_FLUSH_MS = 2.0
+
+
+def commands_slow_flush(work: Path, quick: bool) -> tuple[list[Line], list[str]]:
+    """The durable command rate again, with every fsync SLOW_FLUSH_MS slower (bench_commands'
+    --flush-ms, in its own process: an LD_PRELOAD library applies to the whole process)."""
+    out = work / "figures.json"
+    argv = [sys.executable, str(Path(__file__).resolve().parent / "bench_commands.py"),
+            "--flush-ms", str(SLOW_FLUSH_MS), "--dir", str(work), "--json", str(out)]
+    subprocess.run([*argv, *(["--quick"] if quick else [])], check=True,
+                   stdout=subprocess.DEVNULL)
+    f = json.loads(out.read_text())
+    ins, seq, many = f["inserts"], f["seq"], f["many"]
+    flush = f"{SLOW_FLUSH_MS:g} ms flush"
+    return [
+        (f"durable payment.record/s, 8 senders, {flush}", f"{many['rate']:,.0f}/s",
+         f"bare fsync'd inserts, {flush} {ins['rate']:,.0f}/s",
+         ratio((many["rate"], ins["rate"])), f"{many['count']} / {ins['count']}"),
+        (f"durable payment.record/s, one at a time, {flush}", f"{seq['rate']:,.0f}/s",
+         f"bare fsync'd inserts, {flush} {ins['rate']:,.0f}/s",
+         ratio((seq["rate"], ins["rate"])), f"{seq['count']} / {ins['count']}"),
+    ], [f"commands, {flush} (LD_PRELOAD on fsync/fdatasync): kassad journal verify "
+        f"{f['verify']}"]
 
 
 def devices(work: Path, quick: bool) -> tuple[list[Line], list[str]]:
@@ -192,6 +220,11 @@ def main() -> int:
             t0 = time.perf_counter()
             if name == "commands":
                 more, extra = commands(folder, args.quick)
+                lines += more
+                notes += extra
+                slow = folder / "slow-flush"
+                slow.mkdir()
+                more, extra = commands_slow_flush(slow, args.quick)
                 lines += more
                 notes += extra
             elif name == "devices":

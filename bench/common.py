@@ -176,6 +176,86 @@ def timed_commits(folder: Path, count: int, cap_s: float = math.inf) -> tuple[li
         db.close()
 
 
+# -- a slower disk -----------------------------------------------------------------------------
+
+#: The environment variable the slow-flush library reads: microseconds added to each flush.
+FLUSH_DELAY_ENV = "KASSAD_BENCH_FLUSH_US"
+
+_SLOW_FLUSH_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <time.h>
+
+static long delay_ns = -1;
+
+static void wait_as_a_slow_disk(void) {
+    if (delay_ns < 0) {
+        const char *us = getenv("KASSAD_BENCH_FLUSH_US");
+        delay_ns = us ? atol(us) * 1000L : 0;
+    }
+    if (delay_ns > 0) {
+        struct timespec t = {delay_ns / 1000000000L, delay_ns % 1000000000L};
+        nanosleep(&t, NULL);
+    }
+}
+
+int fsync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    int rc = real(fd);
+    wait_as_a_slow_disk();
+    return rc;
+}
+
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    int rc = real(fd);
+    wait_as_a_slow_disk();
+    return rc;
+}
+"""
+
+
+def slow_flush_library() -> Path:
+    """An ``LD_PRELOAD`` library (built here with gcc, once) that makes every ``fsync`` and
+    ``fdatasync`` of a process return ``$KASSAD_BENCH_FLUSH_US`` microseconds later, after the
+    real flush: a register's eMMC or SD card (a flush of ~1-20 ms) on a VM disk that
+    acknowledges flushes from a cache. It sleeps, so the time costs no CPU, as a device's
+    flush does not."""
+    folder = Path(tempfile.gettempdir()) / f"kassad-bench-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    library = folder / "slow_flush.so"
+    source = folder / "slow_flush.c"
+    built = library.exists() and source.exists() and source.read_text() == _SLOW_FLUSH_C
+    if not built:
+        source.write_text(_SLOW_FLUSH_C)
+        gcc = shutil.which("gcc") or shutil.which("cc")
+        if gcc is None:
+            raise RuntimeError("--flush-ms needs a C compiler (gcc) to build its LD_PRELOAD "
+                               "library")
+        subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(library), str(source),
+                        "-ldl"], check=True)
+    return library
+
+
+def reexec_with_slow_flush(delay_ms: float) -> None:
+    """Run this script again with every flush ``delay_ms`` slower, in this process and its
+    children (the daemon, its baseline): returns only in the re-executed process."""
+    if os.environ.get(FLUSH_DELAY_ENV) is not None:
+        return
+    env = {**os.environ, FLUSH_DELAY_ENV: str(round(delay_ms * 1000)),
+           "LD_PRELOAD": str(slow_flush_library())}
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def flush_delay_ms() -> float:
+    """The flush delay this process runs with (0: the disk as it is)."""
+    return int(os.environ.get(FLUSH_DELAY_ENV, "0")) / 1000
+
+
 def register_config(port: int, journal: Path, broker_extra: str = "") -> str:
     """The TOML of a bench register (STORE/REGISTER, SEK) on the broker at HOST:``port``, its
     journal at ``journal``; ``broker_extra`` lines go into ``[broker]``. Device sections may be
