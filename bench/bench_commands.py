@@ -355,8 +355,9 @@ def report(inserts: Sample, echo: dict[str, Sample], daemon: dict[str, Any], sen
     print_table(rows, (44, 12, 50), 6)
     print()
     print("ratio = value / baseline. Each command costs two journal commits (the write-ahead")
-    print("intent, then the result with its event), both synchronous=FULL, so the ceiling is")
-    print("about half the bare insert rate; it also costs two QoS 1 replies (ack, result).")
+    print("intent, then the result with its event), both synchronous=FULL, so one at a time the")
+    print("ceiling is about half the bare insert rate; commands queued together share their two")
+    print("commits (group commit). Each also costs two QoS 1 replies (ack, result).")
     if inserts.pct(50) < 0.5 and not flush_delay_ms():
         print(f"Note: a commit costs only {inserts.pct(50):.2f} ms here, so this disk acknowledges "
               "flushes from a")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from functools import partial
 
 from ..config import DeliveryConfig
@@ -24,6 +25,9 @@ from ..journal.journal import Journal, until_written
 from ..mqtt.link import MqttLink, NotConnected, PublishFailed
 
 _LOGGER = logging.getLogger(__name__)
+
+#: At most this many just-journaled event bodies are kept for the relay (~1 KB each).
+FRESH_MAX = 2000
 
 
 def with_replayed(body: str, replayed: bool) -> str:
@@ -45,6 +49,10 @@ class Outbox:
         self._sent_upto = 0  # highest seq published in this boot: a lower one is a replay
         self._dirty_acks: set[str] = set()
         self._acks_changed = asyncio.Event()
+        # The bodies of events just journaled, by seq, so that the relay publishes them
+        # without reading them back from the journal (a hop to its thread per event or
+        # batch). Bounded: past FRESH_MAX (a long outage) the relay reads the journal.
+        self._fresh: dict[int, str] = {}
 
     def reconfigure(self, config: DeliveryConfig) -> None:
         """A reload: timings and windows apply from the next publish; consumers do not change
@@ -60,9 +68,27 @@ class Outbox:
     def pending(self) -> int:
         return self.head - self.low_water
 
-    def notify(self, head: int) -> None:
+    def notify(self, head: int, bodies: Iterable[tuple[int, str]] = ()) -> None:
+        """Events up to ``head`` are journaled; ``bodies`` are (seq, body) of new ones."""
+        for seq, body in bodies:
+            if len(self._fresh) >= FRESH_MAX:
+                break
+            self._fresh[seq] = body
         self.head = max(self.head, head)
         self._wake.set()
+
+    def _rows(self, cursor: int, count: int) -> list[tuple[int, str]] | None:
+        """Rows ``cursor``… from memory when they all are there, else None; drops what is
+        before ``cursor`` (published, or acknowledged and rewound past)."""
+        for seq in [seq for seq in self._fresh if seq < cursor]:
+            del self._fresh[seq]
+        rows = []
+        for seq in range(cursor, cursor + count):
+            body = self._fresh.get(seq)
+            if body is None:
+                return None
+            rows.append((seq, body))
+        return rows
 
     def resync(self, from_seq: int) -> None:
         self._rewind_to = max(1, min(from_seq, self.head + 1))
@@ -125,9 +151,11 @@ class Outbox:
                 if self._rewind_to is not None:
                     cursor, self._rewind_to = self._rewind_to, None
                 if cursor <= self._limit():
-                    rows = await self._journal.run(self._journal.file.read_events, cursor,
-                                                   min(self._config.batch,
-                                                       self._limit() - cursor + 1))
+                    count = min(self._config.batch, self._limit() - cursor + 1)
+                    rows = self._rows(cursor, count)
+                    if rows is None:
+                        rows = await self._journal.run(self._journal.file.read_events, cursor,
+                                                       count)
                     for seq, body in rows:
                         await window.acquire()
                         replayed = seq <= self._sent_upto

@@ -383,7 +383,7 @@ class RegisterService:
             for event in sealed:
                 apply(self.ledger, LedgerEvent.from_envelope(json.loads(event.body)))
         if sealed and self._outbox is not None:
-            self._outbox.notify(sealed[-1].seq)
+            self._outbox.notify(sealed[-1].seq, ((e.seq, e.body) for e in sealed))
             self._state_changed.set()
             self._status_dirty.set()
 
