@@ -15,7 +15,11 @@ C. ``kassad run`` as a subprocess against that broker: ``payment.record`` comman
    ``session.open``, sent with :class:`KassadClient` one at a time (latency) and by several
    concurrent senders sharing one client (sustained throughput). The journal is the product's
    own (``synchronous=FULL``); every command is two commits (the write-ahead intent, then the
-   result with its event), so the ceiling is about half of A.
+   result with its event), so one at a time the ceiling is about half of A; commands queued
+   together share their two commits (group commit).
+
+``--flush-ms MS`` runs it all with every fsync/fdatasync MS ms slower (an LD_PRELOAD library,
+common.slow_flush_library), the disk of a register rather than of this VM.
 
 Every phase also reads the CPU time of each process from /proc (the daemon's event-loop thread
 and its other threads, i.e. the journal's, apart), so the report shows where the time goes.
