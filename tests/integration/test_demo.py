@@ -3,6 +3,7 @@ through both registers, the store view and the files show it, and Ctrl-C stops e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -178,6 +179,17 @@ def test_a_day_in_the_demo_store_then_ctrl_c_stops_everything(tmp_path: Path) ->
             os.killpg(demo.pid, 0)  # nobody left in the demo's process group
         for name in ("R1", "R2"):
             assert journal_events(work / name / "journal.db")[-1]["type"] == "daemon.stopped"
+    except AssertionError as e:
+        # What the demo said on stderr and the daemons' logs: a failure here is otherwise
+        # only the demo's progress lines.
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                demo.wait(STOP_TIMEOUT)
+        logs = "".join(f"\n--- {log.name} (last 20 lines)\n" + "\n".join(
+            log.read_text(errors="replace").splitlines()[-20:])
+            for log in sorted((work / "logs").glob("*.log")))
+        raise AssertionError(f"{e}\n--- demo stderr\n{err.rest(5)}{logs}") from None
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
