@@ -1,6 +1,6 @@
 """The whole benchmark suite in one run and one table: ``.venv/bin/python -m bench``.
 
-    .venv/bin/python -m bench            # full run, about 8 minutes on 2 cores
+    .venv/bin/python -m bench            # full run, about 7 minutes on 2 cores
     .venv/bin/python -m bench --quick    # smoke run, about a minute
 
 It runs the measuring code of the four scripts of this folder (bench_commands, bench_devices,
