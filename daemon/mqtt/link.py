@@ -198,6 +198,33 @@ async def cancel_tasks(tasks: Iterable[asyncio.Task[Any]], retry: float = 0.5) -
         _, pending = await asyncio.wait(pending, timeout=retry)
 
 
+_SOCKET_WATCHERS = frozenset({"add_reader", "add_writer", "remove_reader", "remove_writer"})
+
+
+def quiet_socket_races(loop: asyncio.AbstractEventLoop) -> None:
+    """One log line, not a traceback, for a known race of aiomqtt 2.x: it asks the loop to
+    watch paho's socket through ``call_soon_threadsafe``, and when the connection drops first
+    (a reset by the peer) that call finds the socket closed. The link has seen the drop and
+    reconnects; nothing is lost. Every other unhandled exception goes to the handler that was
+    there before."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        callback = getattr(context.get("handle"), "_callback", None)
+        name = getattr(callback, "__name__", "")
+        if isinstance(error, OSError | ValueError) and name in _SOCKET_WATCHERS:
+            _LOGGER.warning("an MQTT socket closed before the event loop could watch it "
+                            "(%s: %s); the connection is renewed", name, error)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 def message_properties(message: aiomqtt.Message) -> tuple[str | None, bytes | None]:
     """(Response Topic, Correlation Data) of a v5 message; absent ones are None."""
     props: Any = message.properties
