@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -85,31 +84,10 @@ def _env_config() -> bool:
 # -- run ------------------------------------------------------------------------------------
 
 
-#: The cyclic garbage collector's generation-0 thresholds of the long-running services
-#: (Python's default is 700). The register's is kept lower: a flood of bad commands makes
-#: reference cycles (exceptions and their tracebacks), which wait for a collection, and its
-#: memory must stay flat (tests/faults/test_fuzz_commands.py).
-REGISTER_GC_GEN0 = 10_000
-STORE_GC_GEN0 = 50_000
-
-
-def _tune_gc(gen0: int) -> None:
-    """Fewer, cheaper cyclic collections for a service that runs for months. Its modules are
-    imported by now: ``gc.freeze`` moves them out of every later collection. And a burst of
-    MQTT messages (each with paho's ``Properties``, ~60 tracked objects) no longer sets off a
-    collection every 700 allocations, each of which then scans the backlog: with 50,000 the
-    aggregator stored 15-20 % more events per second (bench_store). Objects are still freed by
-    their reference counts at once; only reference cycles wait for the next collection."""
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, gen2)
-
-
 async def _run_register(config: RegisterConfig, path: str | None) -> None:
     from .register.service import RegisterService
 
     service = RegisterService(config, load_config=lambda: load_register_config(path))
-    _tune_gc(REGISTER_GC_GEN0)
     loop = asyncio.get_running_loop()
     quiet_socket_races(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,7 +116,6 @@ async def _run_store(config: StoreConfig, path: str | None) -> None:
     from .store.service import StoreService
 
     service = StoreService(config, load_config=lambda: load_store_config(path))
-    _tune_gc(STORE_GC_GEN0)
     loop = asyncio.get_running_loop()
     quiet_socket_races(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
